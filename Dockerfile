@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1.7
+# Darkroom images. Build from the repository root:
+#   docker build -t REGISTRY/darkroom:TAG .                                   # the worker (default target)
+#   docker build --target triton-cpu -t REGISTRY/darkroom-triton-cpu:TAG .    # Triton for the cpu overlay
+# Base images are pinned by tag; pin them by digest too (`@sha256:...`) once your registry mirror has them.
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+
+# --- build: install the project and its runtime dependencies into a self-contained venv -------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/darkroom \
+ && /opt/darkroom/bin/pip install pip==24.2 setuptools==75.1.0 wheel==0.44.0
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY stream ./stream
+COPY trainer ./trainer
+# Runtime dependencies only: the worker needs no torch (the `train` extra).
+RUN /opt/darkroom/bin/pip install . \
+ && /opt/darkroom/bin/darkroom --help > /dev/null
+
+# --- triton-cpu: the NGC Triton image plus what the CPU variant's Python backend imports --------------
+FROM ${TRITON_IMAGE} AS triton-cpu
+RUN pip install --no-cache-dir "onnxruntime==1.19.2" "numpy==1.26.4"
+# The image's own unprivileged `triton-server` user.
+USER 1000:1000
+
+# --- worker: slim runtime, non-root, read-only-root friendly ----------------------------------------
+FROM ${PYTHON_IMAGE} AS worker
+RUN groupadd --system --gid 10001 darkroom \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin darkroom
+COPY --from=build /opt/darkroom /opt/darkroom
+ENV PATH=/opt/darkroom/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DARKROOM_WEB_BIND=0.0.0.0 \
+    DARKROOM_DATA_DIR=/tmp/darkroom-worker
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 6066
+ENTRYPOINT ["darkroom"]
+CMD ["worker"]

@@ -1,0 +1,37 @@
+# Darkroom: `make demo` runs the whole loop on this machine; `make test` runs the test suite.
+# Both create .venv and install everything on first use (a few minutes), then start at once.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast model bench bench-quick lint clean
+
+install: $(STAMP)
+
+# torch is pinned exactly (the CPU wheel on local disk): any looser pin pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/darkroom demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+model: install
+	$(BIN)/darkroom model
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check stream trainer tests bench
+
+clean:
+	rm -rf run demo-out data .pytest_cache

@@ -1,0 +1,249 @@
+"""``darkroom``: one command, one subcommand per job. Heavy imports happen inside each subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start broker, Triton and worker; print endpoints and ``darkroom ready``; stop all on Ctrl-C/SIGTERM."""
+    from stream.embedded import Ports, Stack, StackError
+
+    ports = Ports(
+        args.kafka_port,
+        args.triton_http_port,
+        args.triton_grpc_port,
+        args.triton_metrics_port,
+        args.worker_port,
+    )
+    stack = Stack(
+        args.run_dir,
+        args.model_repo,
+        ports,
+        file_roots=args.file_root or [Path.cwd()],
+        with_worker=not args.no_worker,
+    )
+    if not (args.model_repo / "tagger" / "config.pbtxt").exists():
+        console.print(
+            f"[red]error:[/] no model in {args.model_repo}/tagger; run `make model` (or `darkroom model`) first"
+        )
+        return 2
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        with console.status("starting broker, Triton and worker"):
+            stack.start()
+    except StackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    print(f"kafka      {stack.bootstrap}")
+    print(
+        f"triton     http://{stack.triton_http}  grpc {stack.triton_grpc}  metrics http://127.0.0.1:{ports.triton_metrics}/metrics"
+    )
+    if stack.with_worker:
+        print(f"worker     http://127.0.0.1:{ports.worker_web}/metrics  (logs {args.run_dir}/worker.log)")
+    print(f"logs       {args.run_dir}")
+    print("darkroom ready", flush=True)
+    code = 0
+    while not stopping:
+        dead = stack.failed_child()
+        if dead is not None:
+            console.print(
+                f"[red]error:[/] {dead.name} exited with code {dead.proc.returncode}; see {dead.log}"
+            )
+            code = 1
+            break
+        time.sleep(0.3)
+    with console.status("stopping"):
+        stack.stop()
+    print("darkroom stopped", flush=True)
+    return code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the Faust worker with settings from DARKROOM_* variables and flags."""
+    import faust
+
+    from stream.app import create_app
+    from stream.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env(
+            kafka_bootstrap=args.bootstrap,
+            triton_grpc=args.triton,
+            group_id=args.group_id,
+            batch_size=args.batch_size,
+        )
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel)
+    worker.execute_from_commandline()  # handles SIGTERM/SIGINT: stops agents, commits, exits
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish one upload event per image file (folders are walked)."""
+    from stream.clients import UploadPublisher, photo_paths, upload_event
+
+    publisher = UploadPublisher(args.bootstrap, args.topic)
+    count = 0
+    for path in photo_paths(args.paths):
+        key, value = upload_event(path, owner=args.owner)
+        publisher.send(key, value)
+        count += 1
+    publisher.flush()
+    print(f"published {count} upload event(s) to {args.topic}")
+    return 0 if count else 1
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Print tag events and dead letters as they arrive."""
+    import orjson
+
+    from stream.clients import follow
+
+    seen = 0
+    try:
+        for topic, _, value in follow(
+            args.bootstrap, [args.tags_topic, args.dlq_topic], args.from_beginning, args.idle_timeout
+        ):
+            try:
+                event = orjson.loads(value or b"null")
+            except orjson.JSONDecodeError:
+                print(f"{topic}: (not JSON) {value!r}")
+                continue
+            if topic == args.dlq_topic:
+                print(f"DLQ  {event.get('photo_id')}  {event.get('error')}: {event.get('detail')}")
+            else:
+                tags = ", ".join(f"{t['tag']} {t['score']:.2f}" for t in event.get("tags", []))
+                print(f"TAGS {event.get('photo_id')}  v{event.get('model_version')}  {tags}")
+            seen += 1
+            if args.max and seen >= args.max:
+                break
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    """Train the synthetic demo model and add it as a new version to the model repository."""
+    from trainer.pipeline import FULL, QUICK, build_synthetic_model
+
+    build_synthetic_model(args.repo, args.workdir, QUICK if args.quick else FULL, seed=args.seed)
+    return 0
+
+
+#: Subcommands whose own argparse parser takes the rest of the command line.
+PASSTHROUGH = {
+    "train": ("trainer.train", "cli", "train a tagger from manifests"),
+    "vocab": ("trainer.vocab.cli", "main", "choose the vocabulary from search demand and user tags"),
+}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darkroom", description="Streaming, real-time photo tagger.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start broker, Triton and worker on this machine")
+    up.add_argument("--kafka-port", type=int, default=9092)
+    up.add_argument("--triton-http-port", type=int, default=8000)
+    up.add_argument("--triton-grpc-port", type=int, default=8001)
+    up.add_argument("--triton-metrics-port", type=int, default=8002)
+    up.add_argument("--worker-port", type=int, default=6066, help="worker metrics/health port")
+    up.add_argument("--run-dir", type=Path, default=Path("run"), help="logs and state (default ./run)")
+    up.add_argument("--model-repo", type=Path, default=Path("triton_models"))
+    up.add_argument(
+        "--file-root",
+        type=Path,
+        action="append",
+        help="folder file:// uploads may read (repeatable; default: cwd)",
+    )
+    up.add_argument("--no-worker", action="store_true", help="start only broker and Triton")
+    up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser("worker", help="run the tagging worker (settings from DARKROOM_* env vars)")
+    worker.add_argument("--bootstrap", help="Kafka bootstrap servers (DARKROOM_KAFKA_BOOTSTRAP)")
+    worker.add_argument("--triton", help="Triton gRPC host:port (DARKROOM_TRITON_GRPC)")
+    worker.add_argument("--group-id", help="consumer group (DARKROOM_GROUP_ID)")
+    worker.add_argument("--batch-size", type=int, help="max images per Triton request (DARKROOM_BATCH_SIZE)")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(func=cmd_worker)
+
+    publish = sub.add_parser("publish", help="publish upload events for image files or folders")
+    publish.add_argument("paths", nargs="+", type=Path)
+    publish.add_argument("--bootstrap", default="127.0.0.1:9092")
+    publish.add_argument("--topic", default="photo-uploads")
+    publish.add_argument("--owner")
+    publish.set_defaults(func=cmd_publish)
+
+    tail = sub.add_parser("tail", help="print tag events and dead letters as they arrive")
+    tail.add_argument("--bootstrap", default="127.0.0.1:9092")
+    tail.add_argument("--tags-topic", default="photo-tags")
+    tail.add_argument("--dlq-topic", default="photo-uploads-dlq")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max", type=int, help="stop after this many events")
+    tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without an event")
+    tail.set_defaults(func=cmd_tail)
+
+    model = sub.add_parser("model", help="train the synthetic demo model into the model repository")
+    model.add_argument("--repo", type=Path, default=Path("triton_models"))
+    model.add_argument("--workdir", type=Path, default=Path("data/synthetic"))
+    model.add_argument("--quick", action="store_true", help="smaller data and fewer epochs (tests)")
+    model.add_argument("--seed", type=int, default=0)
+    model.set_defaults(func=cmd_model)
+
+    sub.add_parser(
+        "train", help="train a tagger from manifests (see `darkroom train --help`)", add_help=False
+    )
+
+    demo = sub.add_parser(
+        "demo", help="the whole loop on this machine: up, tag held-out photos, report, down"
+    )
+    demo.add_argument("--photos", type=int, default=240)
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--model-repo", type=Path, default=Path("triton_models"))
+    demo.add_argument("--workdir", type=Path, default=Path("data/synthetic"))
+    demo.add_argument("--run-dir", type=Path, default=Path("run/demo"))
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the last outcome")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    if argv[:1] and argv[0] in PASSTHROUGH:
+        import importlib
+
+        module, func, _ = PASSTHROUGH[argv[0]]
+        return getattr(importlib.import_module(module), func)(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Clients of the three topics: publish upload events for local photos, and follow tags and dead letters."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+
+from stream.events import now_rfc3339
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+
+
+def photo_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Image files among ``paths``; folders are walked (sorted), other files are passed through as given."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            yield path
+
+
+def photo_id_for(path: Path) -> str:
+    """A stable id for a local photo: its stem and a hash of its absolute path."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    return f"{path.stem}-{digest}"
+
+
+def upload_event(
+    path: Path, owner: str | None = None, user_tags: list[str] | None = None
+) -> tuple[str, bytes]:
+    """(key, value) of the ``photo-uploads`` event for a local file."""
+    photo_id = photo_id_for(path)
+    value = {
+        "photo_id": photo_id,
+        "url": path.resolve().as_uri(),
+        "owner": owner,
+        "uploaded_at": now_rfc3339(),
+        "user_tags": user_tags or [],
+    }
+    return photo_id, orjson.dumps(value)
+
+
+class UploadPublisher:
+    """A librdkafka producer for upload events (acks=all, idempotent)."""
+
+    def __init__(self, bootstrap: str, topic: str = "photo-uploads") -> None:
+        self.topic = topic
+        self._errors: list[str] = []
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "acks": "all"}
+        )
+
+    def send(self, key: str | bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until the broker acknowledged everything sent; raise if anything was not delivered."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise KafkaException(f"{remaining} upload event(s) not delivered within {timeout_s:.0f}s")
+        if self._errors:
+            raise KafkaException(f"{len(self._errors)} upload event(s) failed: {self._errors[0]}")
+
+    def _on_delivery(self, err: object, msg: object) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+
+def follow(
+    bootstrap: str, topics: list[str], from_beginning: bool = True, idle_timeout_s: float | None = None
+) -> Iterator[tuple[str, bytes | None, bytes | None]]:
+    """Yield (topic, key, value) from every partition of ``topics``; stop after ``idle_timeout_s`` without a
+    message (None: follow forever). Partitions are assigned directly, not through a consumer group: a
+    reader needs no group membership, starts at once and leaves no committed offsets behind."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "darkroom-tail", "enable.auto.commit": False}
+    )
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    metadata = consumer.list_topics(timeout=10)
+    missing = [t for t in topics if t not in metadata.topics]
+    if missing:
+        consumer.close()
+        raise KafkaException(f"topic(s) not found on {bootstrap}: {', '.join(missing)}")
+    consumer.assign(
+        [TopicPartition(t, p, start) for t in topics for p in sorted(metadata.topics[t].partitions)]
+    )
+    last = time.monotonic()
+    try:
+        while idle_timeout_s is None or time.monotonic() - last < idle_timeout_s:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                continue  # partition EOF and transient errors: librdkafka recovers by itself
+            last = time.monotonic()
+            yield msg.topic(), msg.key(), msg.value()
+    finally:
+        consumer.close()

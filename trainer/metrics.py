@@ -1,0 +1,57 @@
+"""Multi-label metrics on clean labels, and per-tag thresholds calibrated to a target precision."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Fewer true positives than this above a cut and its precision is noise: use the fallback instead.
+MIN_SUPPORT = 5
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Non-interpolated AP of one tag (NaN when the tag has no positives)."""
+    positives = targets.sum()
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    hits = targets[order] > 0
+    precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+    return float(precision_at_hit.sum() / positives)
+
+
+def calibrate_thresholds(
+    scores: np.ndarray, targets: np.ndarray, target_precision: float = 0.9
+) -> list[float]:
+    """Per tag, the lowest score threshold whose precision on (scores, targets) is >= target_precision.
+
+    Lowest such threshold = the most recall at the wanted precision. Fallback, when no cut with at least
+    MIN_SUPPORT true positives reaches the target (rare or hard tags): the threshold of best F1, but
+    never below 0.5, so a tag the model cannot predict precisely is emitted rarely rather than often.
+    """
+    return [_threshold(scores[:, k], targets[:, k], target_precision) for k in range(scores.shape[1])]
+
+
+def _threshold(scores: np.ndarray, targets: np.ndarray, target_precision: float) -> float:
+    order = np.argsort(-scores, kind="stable")
+    s, hits = scores[order], targets[order] > 0
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(s) + 1)
+    # a cut is only valid between distinct scores
+    valid = np.append(s[1:] < s[:-1], True)
+    ok = valid & (precision >= target_precision) & (tp >= MIN_SUPPORT)
+    if ok.any():
+        return float(s[np.flatnonzero(ok)[-1]])
+    if hits.sum() == 0:
+        return 1.0
+    recall = tp / hits.sum()
+    f1 = np.where(valid, 2 * precision * recall / np.maximum(precision + recall, 1e-9), -1)
+    return max(0.5, float(s[int(np.argmax(f1))]))
+
+
+def precision_recall_at_k(scores: np.ndarray, targets: np.ndarray, k: int) -> tuple[float, float]:
+    """Mean over images of precision@k and recall@k (images without positives are left out of recall)."""
+    top = np.argsort(-scores, axis=1)[:, :k]
+    hits = np.take_along_axis(targets, top, axis=1).sum(axis=1)
+    positives = targets.sum(axis=1)
+    recall = hits[positives > 0] / positives[positives > 0]
+    return float((hits / k).mean()), float(recall.mean()) if len(recall) else float("nan")

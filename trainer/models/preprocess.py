@@ -1,0 +1,30 @@
+"""Preprocessing inside the network, so the exported graph takes exactly what the worker sends."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Tagger(nn.Module):
+    """uint8 NHWC RGB batch → per-tag probabilities. Wraps a network that takes normalized float NCHW."""
+
+    def __init__(
+        self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    ):
+        super().__init__()
+        self.net = net
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)), persistent=False)
+        self.register_buffer(
+            "shift", (torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1), persistent=False
+        )
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float() * self.scale - self.shift
+        return self.net(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(images))
