@@ -152,8 +152,15 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 #: Subcommands whose own argparse parser takes the rest of the command line.
 PASSTHROUGH = {
-    "train": ("trainer.train", "cli", "train a tagger from manifests"),
     "vocab": ("trainer.vocab.cli", "main", "choose the vocabulary from search demand and user tags"),
+    "train": ("trainer.train", "cli", "train a tagger from manifests"),
+    "models": ("trainer.models.catalog", "main", "params, FLOPs and CPU latency of every model"),
+    "evaluate": ("trainer.evaluate", "main", "evaluate a checkpoint on clean labels, with a report"),
+    "experiment": ("trainer.experiment", "main", "reproduce the paper's comparison of training regimes"),
+    "export": ("trainer.export", "main", "export a checkpoint as a new Triton model version"),
+    "index": ("stream.indexer", "main", "index tag events into a searchable SQLite index"),
+    "search": ("stream.indexer", "search_main", "search the index"),
+    "backfill": ("stream.backfill", "main", "re-publish uploads of an existing archive"),
 }
 
 

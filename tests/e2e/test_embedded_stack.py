@@ -136,6 +136,6 @@ def test_sigterm_stops_every_process(up):
     assert set(pids) == {"broker", "triton", "worker"}
     up["proc"].send_signal(signal.SIGTERM)
     assert up["proc"].wait(timeout=60) == 0
-    for name, pid in pids.items():
+    for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # reaped by `up`: no such process any more
