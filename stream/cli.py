@@ -247,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         module, func, _ = PASSTHROUGH[argv[0]]
-        return getattr(importlib.import_module(module), func)(argv[1:])
+        try:
+            entry = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            console.print(f"[red]error:[/] darkroom {argv[0]} is not available in this install: {exc}")
+            return 2
+        return entry(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
