@@ -161,6 +161,7 @@ PASSTHROUGH = {
     "index": ("stream.indexer", "main", "index tag events into a searchable SQLite index"),
     "search": ("stream.indexer", "search_main", "search the index"),
     "backfill": ("stream.backfill", "main", "re-publish uploads of an existing archive"),
+    "bench": ("stream.benchmark", "main", "measure offline, streaming and naive throughput and latency"),
 }
 
 

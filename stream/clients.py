@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -80,10 +80,14 @@ class UploadPublisher:
 
 
 def follow(
-    bootstrap: str, topics: list[str], from_beginning: bool = True, idle_timeout_s: float | None = None
+    bootstrap: str,
+    topics: list[str],
+    from_beginning: bool = True,
+    idle_timeout_s: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[tuple[str, bytes | None, bytes | None]]:
     """Yield (topic, key, value) from every partition of ``topics``; stop after ``idle_timeout_s`` without a
-    message (None: follow forever). Partitions are assigned directly, not through a consumer group: a
+    message (None: follow forever) or once ``should_stop()`` is true. Partitions are assigned directly, not through a consumer group: a
     reader needs no group membership, starts at once and leaves no committed offsets behind."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "darkroom-tail", "enable.auto.commit": False}
@@ -99,7 +103,7 @@ def follow(
     )
     last = time.monotonic()
     try:
-        while idle_timeout_s is None or time.monotonic() - last < idle_timeout_s:
+        while (idle_timeout_s is None or time.monotonic() - last < idle_timeout_s) and not should_stop():
             msg = consumer.poll(0.5)
             if msg is None:
                 continue

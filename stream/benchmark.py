@@ -1,0 +1,488 @@
+"""``darkroom bench``: how many uploads per second this machine tags, and what each layer costs.
+
+One run, one workload, one model, four measurements:
+
+* **decode alone** — Pillow full decode vs the worker's draft-mode decode, in source megapixels per second;
+* **offline ceiling** — the worker's own fetch + decode + the model in-process (ONNX Runtime), decode in a
+  thread pool overlapping inference, best batch size and thread counts: no Kafka, no Triton;
+* **streaming** — the full embedded stack (Tansu, tritonserver, Faust worker), uploads produced as fast as
+  possible, images/s from the first to the last tag event; then latency at a fixed 50 % load;
+* **naive baseline** — what a user would hand-write: a kafka-python loop, full decode per message, PyTorch at
+  batch 1, one produce per message.
+
+Results go to ``bench/results/latest.json`` (+ ``latest.md`` and ``latest.png``). No assertion on speed lives in
+the tests; this command is where the numbers come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+console = Console(stderr=True)
+
+#: Mostly 1024x768, some 2–4 MP, as uploads from phones and cameras after a site's own resize.
+SIZES = [((1024, 768), 0.8), ((1600, 1200), 0.08), ((2048, 1536), 0.08), ((2304, 1728), 0.04)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    photos: int
+    naive_photos: int
+    latency_photos: int
+    decode_sample: int
+
+
+FULL_PLAN = Plan(photos=2000, naive_photos=300, latency_photos=600, decode_sample=200)
+QUICK_PLAN = Plan(photos=200, naive_photos=40, latency_photos=60, decode_sample=40)
+
+
+# -- workload --------------------------------------------------------------------------------------------------
+def build_workload(folder: Path, n: int, seed: int = 4242) -> list[Path]:
+    """``n`` JPEG q85 photos at realistic sizes, rendered once and reused by later runs."""
+    from trainer.data.scenes import render, sample_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    sizes, weights = zip(*SIZES, strict=True)
+    plan = [(folder / f"bench-{i:05d}.jpg", rng.choices(sizes, weights)[0]) for i in range(n)]
+    todo = [(p, s) for p, s in plan if not p.exists()]
+    for path, size in track(
+        todo, description="rendering benchmark photos", console=console, disable=not todo
+    ):
+        tmp = path.with_suffix(".tmp")
+        render(sample_scene(rng), size, rng).save(tmp, "JPEG", quality=85)
+        os.replace(tmp, path)
+    return [p for p, _ in plan]
+
+
+def megapixels(paths: list[Path]) -> float:
+    from PIL import Image
+
+    total = 0
+    for p in paths:
+        with Image.open(p) as img:
+            total += img.width * img.height
+    return total / 1e6
+
+
+# -- decode alone ------------------------------------------------------------------------------------------------
+def bench_decode(paths: list[Path], size: tuple[int, int]) -> dict:
+    """Source megapixels per second for Pillow full decode (+ resize) and the worker's draft decode."""
+    from PIL import Image
+
+    from stream.images import decode
+
+    blobs = [p.read_bytes() for p in paths]
+    mp = megapixels(paths)
+
+    def full(data: bytes) -> None:
+        with Image.open(io.BytesIO(data)) as img:
+            img.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+    def draft(data: bytes) -> None:
+        decode(data, size, 100_000_000)
+
+    out = {}
+    for name, fn in (("full", full), ("draft", draft)):
+        started = time.perf_counter()
+        for data in blobs:
+            fn(data)
+        seconds = time.perf_counter() - started
+        out[f"{name}_mp_s"] = round(mp / seconds, 1)
+        out[f"{name}_img_s"] = round(len(blobs) / seconds, 1)
+    out["draft_speedup"] = round(out["draft_mp_s"] / out["full_mp_s"], 2)
+    return out
+
+
+# -- offline ceiling -------------------------------------------------------------------------------------------------
+def offline_rate(
+    paths: list[Path],
+    onnx_path: Path,
+    size: tuple[int, int],
+    batch: int,
+    decode_threads: int,
+    ort_threads: int,
+) -> float:
+    """Images/s of fetch + decode (thread pool) + ONNX Runtime in one process, decode overlapping inference."""
+    import onnxruntime as ort
+
+    from stream.images import decode, fetch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = ort_threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    roots = [str(paths[0].parent.resolve())]
+
+    def load(path: Path) -> np.ndarray:
+        return decode(fetch(path.resolve().as_uri(), roots, 50_000_000, 10.0), size, 100_000_000)
+
+    session.run(["SCORES"], {"IMAGE": np.zeros((batch, size[1], size[0], 3), np.uint8)})  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(decode_threads) as pool:
+        chunks = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+        pending = [pool.submit(lambda c=c: np.stack([load(p) for p in c])) for c in chunks[:2]]
+        for i in range(len(chunks)):
+            images = pending[i].result()
+            if i + 2 < len(chunks):
+                pending.append(pool.submit(lambda c=chunks[i + 2]: np.stack([load(p) for p in c])))
+            session.run(["SCORES"], {"IMAGE": images})
+    return len(paths) / (time.perf_counter() - started)
+
+
+def bench_offline(paths: list[Path], onnx_path: Path, size: tuple[int, int], quick: bool) -> dict:
+    """The best configuration over a small sweep (on a sample), then its rate on the whole workload."""
+    sample = paths[: min(len(paths), 120 if not quick else 60)]
+    grid = [(b, d, t) for b in (8, 16, 32) for d in (1, 2) for t in (1, 2)]
+    results = []
+    for b, d, t in track(grid, description="offline sweep", console=console):
+        results.append(((b, d, t), offline_rate(sample, onnx_path, size, b, d, t)))
+    (b, d, t), _ = max(results, key=lambda r: r[1])
+    rate = offline_rate(paths, onnx_path, size, b, d, t)
+    return {
+        "img_s": round(rate, 1),
+        "best": {"batch": b, "decode_threads": d, "ort_threads": t},
+        "sweep": [
+            {"batch": c[0], "decode_threads": c[1], "ort_threads": c[2], "img_s": round(r, 1)}
+            for c, r in results
+        ],
+    }
+
+
+# -- streaming on the embedded stack ----------------------------------------------------------------------------------
+class TagCollector(threading.Thread):
+    """Reads photo-tags and the DLQ from the start; records when each photo_id's outcome was seen."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap = bootstrap
+        self.seen: dict[str, float] = {}
+        self.dead: set[str] = set()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        from stream.clients import follow
+
+        for topic, _, value in follow(
+            self.bootstrap,
+            ["photo-tags", "photo-uploads-dlq"],
+            idle_timeout_s=None,
+            should_stop=self._stop.is_set,
+        ):
+            pid = orjson.loads(value or b"{}").get("photo_id")
+            self.seen.setdefault(pid, time.time())
+            if topic == "photo-uploads-dlq":
+                self.dead.add(pid)
+
+    def wait(self, ids: set[str], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ids <= self.seen.keys():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def upload_value(pid: str, path: Path) -> bytes:
+    from stream.events import now_rfc3339
+
+    return orjson.dumps(
+        {"photo_id": pid, "url": path.resolve().as_uri(), "uploaded_at": now_rfc3339(), "user_tags": []}
+    )
+
+
+def bench_stream(
+    paths: list[Path], repo: Path, run_dir: Path, plan: Plan, workers: int, worker_env: dict[str, str]
+) -> dict:
+    """Sustained images/s through broker → worker(s) → Triton → broker, then latency at 50 % of that."""
+    from stream.clients import UploadPublisher
+    from stream.embedded import Ports, Stack
+
+    stack = Stack(run_dir, repo, Ports.free(), file_roots=[paths[0].parent], worker_env=worker_env)
+    stack.start()
+    try:
+        for i in range(1, workers):
+            stack.start_extra_worker(i)
+        collector = TagCollector(stack.bootstrap)
+        collector.start()
+        publisher = UploadPublisher(stack.bootstrap)
+        warm = {f"warm-{i}" for i in range(8 * workers)}
+        for i, pid in enumerate(sorted(warm)):
+            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))
+        publisher.flush()
+        if not collector.wait(warm, 120):
+            raise RuntimeError(f"the worker did not tag the warm-up uploads; see {run_dir}/worker.log")
+
+        ids = [f"burst-{i:05d}" for i in range(len(paths))]
+        for pid, path in zip(ids, paths, strict=True):
+            publisher.send(pid, upload_value(pid, path))
+        publisher.flush()
+        if not collector.wait(set(ids), 600):
+            raise RuntimeError(f"{len(set(ids) - collector.seen.keys())} burst uploads got no outcome")
+        times = sorted(collector.seen[p] for p in ids)
+        stream_rate = (len(times) - 1) / (times[-1] - times[0])
+
+        rate = 0.5 * stream_rate
+        lat_ids = [f"lat-{i:05d}" for i in range(plan.latency_photos)]
+        sent: dict[str, float] = {}
+        started = time.time()
+        for i, pid in enumerate(lat_ids):
+            delay = started + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            sent[pid] = time.time()
+            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))
+            publisher._producer.poll(0)
+        publisher.flush()
+        if not collector.wait(set(lat_ids), 300):
+            raise RuntimeError("latency-phase uploads got no outcome")
+        latencies = np.array([(collector.seen[p] - sent[p]) * 1000 for p in lat_ids])
+        collector.stop()
+        return {
+            "img_s": round(stream_rate, 1),
+            "dead_letters": len(collector.dead),
+            "latency_load_img_s": round(rate, 1),
+            "latency_ms": {
+                q: round(float(np.percentile(latencies, int(q[1:]))), 1) for q in ("p50", "p95", "p99")
+            },
+        }
+    finally:
+        stack.stop()
+
+
+# -- naive baseline -----------------------------------------------------------------------------------------------------
+def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) -> dict:
+    """A hand-written kafka-python loop: full decode, PyTorch at batch 1, a produce per message."""
+    import torch
+    from kafka import KafkaConsumer, KafkaProducer
+    from PIL import Image
+
+    from stream.embedded import Ports, Stack
+    from trainer.train import load_tagger
+
+    stack = Stack(run_dir, repo, Ports.free(), with_worker=False)  # the broker; Triton idles unused
+    stack.start()
+    try:
+        producer = KafkaProducer(bootstrap_servers=stack.bootstrap)
+        for i, path in enumerate(paths):
+            producer.send("photo-uploads", key=f"naive-{i}".encode(), value=upload_value(f"naive-{i}", path))
+        producer.flush()
+        model = load_tagger(checkpoint)
+        torch.set_num_threads(2)
+        h, w = checkpoint["input_size"]
+        tags = checkpoint["vocab"]["tags"]
+        consumer = KafkaConsumer(
+            "photo-uploads", bootstrap_servers=stack.bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        done, started = 0, None
+        for msg in consumer:
+            started = started or time.perf_counter()
+            event = json.loads(msg.value)
+            img = Image.open(event["url"][len("file://") :]).convert("RGB").resize((w, h))
+            with torch.no_grad():
+                scores = model(torch.from_numpy(np.asarray(img)).unsqueeze(0))[0].numpy()
+            result = {
+                "photo_id": event["photo_id"],
+                "tags": [t for t, s in zip(tags, scores, strict=True) if s > 0.5],
+            }
+            producer.send("photo-tags", key=msg.key, value=json.dumps(result).encode())
+            done += 1
+            if done == len(paths):
+                break
+        producer.flush()
+        consumer.close()
+        return {"img_s": round(done / (time.perf_counter() - started), 1)}
+    finally:
+        stack.stop()
+
+
+# -- report --------------------------------------------------------------------------------------------------------------
+def machine() -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    rows = [
+        ("offline ceiling (in-process ORT)", results["offline_img_s"]),
+        ("streaming (Kafka + Faust + Triton)", results["stream_img_s"]),
+        ("naive baseline", results["naive_img_s"]),
+    ]
+    lat = results["latency_ms"]
+    md = [
+        "# Darkroom benchmark",
+        "",
+        f"{results['photos']} photos ({results['megapixels']:.0f} MP), model input {results['model_input']}, "
+        f"{results['machine']['cores']} cores ({results['machine']['cpu']}), {results['mode']} run.",
+        "",
+        "| path | images/s |",
+        "| --- | ---: |",
+        *[f"| {name} | {rate} |" for name, rate in rows],
+        "",
+        f"ratio streaming/offline **{results['ratio_stream_offline']}**, streaming/naive **{results['ratio_stream_naive']}**; "
+        f"latency at {results['stream']['latency_load_img_s']} img/s (50 % load): p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms.",
+        "",
+        f"Decode: full {results['decode']['full_mp_s']} MP/s, draft {results['decode']['draft_mp_s']} MP/s "
+        f"(x{results['decode']['draft_speedup']}).",
+    ]
+    (out / "latest.md").write_text("\n".join(md) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color=["#999", "#2a6", "#47a"])
+    ax1.set_xlabel("images / s")
+    ax1.set_title("throughput")
+    ax2.bar(list(lat), list(lat.values()), color="#a64")
+    ax2.set_ylabel("ms")
+    ax2.set_title(f"latency at 50% load ({results['stream']['latency_load_img_s']} img/s)")
+    fig.tight_layout()
+    fig.savefig(out / "latest.png", dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from trainer.export import versions, write_version
+    from trainer.pipeline import build_synthetic_model
+
+    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    if args.photos:
+        plan = Plan(
+            args.photos,
+            min(plan.naive_photos, args.photos),
+            plan.latency_photos,
+            min(plan.decode_sample, args.photos),
+        )
+    ckpt_path = args.checkpoint
+    if not ckpt_path.exists():
+        console.rule("no checkpoint: training the synthetic demo model first")
+        build_synthetic_model(args.workdir / "repo", args.workdir)
+        ckpt_path = args.workdir / "checkpoint" / "checkpoint.pt"
+    checkpoint = torch.load(ckpt_path, weights_only=False)
+    run_dir = args.run_dir.resolve()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    repo = run_dir / "triton_models"
+    write_version(repo, checkpoint)  # one model for all paths: this checkpoint, exported here
+    assert versions(repo / "tagger") == [1]
+    h, w = checkpoint["input_size"]
+    paths = build_workload(args.workdir / "bench-photos", plan.photos)
+
+    console.rule("decode alone")
+    decode = bench_decode(paths[: plan.decode_sample], (w, h))
+    console.rule("offline ceiling")
+    offline = bench_offline(paths, repo / "tagger" / "1" / "model.onnx", (w, h), args.quick)
+    console.rule("streaming")
+    env = {"DARKROOM_BATCH_SIZE": str(args.batch_size), "DARKROOM_DECODE_THREADS": str(args.decode_threads)}
+    stream = bench_stream(paths, repo, run_dir / "stack", plan, args.workers, env)
+    console.rule("naive baseline")
+    naive = bench_naive(paths[: plan.naive_photos], checkpoint, repo, run_dir / "naive")
+    return {
+        "mode": "quick" if args.quick else "full",
+        "photos": len(paths),
+        "megapixels": round(megapixels(paths), 1),
+        "model_input": f"{w}x{h}",
+        "workers": args.workers,
+        "offline_img_s": offline["img_s"],
+        "stream_img_s": stream["img_s"],
+        "naive_img_s": naive["img_s"],
+        "ratio_stream_offline": round(stream["img_s"] / offline["img_s"], 3),
+        "ratio_stream_naive": round(stream["img_s"] / naive["img_s"], 2),
+        "latency_ms": stream["latency_ms"],
+        "decode": decode,
+        "offline": offline,
+        "stream": stream,
+        "naive": naive,
+        "machine": machine(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="darkroom bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="a small run (under 2 minutes) that keeps the command working"
+    )
+    parser.add_argument("--photos", type=int, help="workload size (default 2000; 200 with --quick)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the streaming run")
+    parser.add_argument("--batch-size", type=int, default=16, help="worker micro-batch size")
+    parser.add_argument("--decode-threads", type=int, default=2, help="worker decode threads")
+    parser.add_argument("--checkpoint", type=Path, default=Path("data/synthetic/checkpoint/checkpoint.pt"))
+    parser.add_argument("--workdir", type=Path, default=Path("data/synthetic"))
+    parser.add_argument("--run-dir", type=Path, default=Path("run/bench"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    if (
+        args.workers < 1
+        or args.batch_size < 1
+        or args.decode_threads < 1
+        or (args.photos is not None and args.photos < 20)
+    ):
+        parser.error("--workers, --batch-size and --decode-threads must be >= 1 and --photos >= 20")
+    results = run(args)
+    write_report(results, args.out)
+    table = Table(title=f"darkroom bench ({results['mode']})", title_justify="left")
+    for col in ("measure", "value"):
+        table.add_column(col)
+    for key in ("offline_img_s", "stream_img_s", "naive_img_s", "ratio_stream_offline", "ratio_stream_naive"):
+        table.add_row(key, str(results[key]))
+    table.add_row("latency_ms", json.dumps(results["latency_ms"]))
+    console.print(table)
+    print(
+        json.dumps(
+            {
+                k: results[k]
+                for k in (
+                    "offline_img_s",
+                    "stream_img_s",
+                    "naive_img_s",
+                    "ratio_stream_offline",
+                    "ratio_stream_naive",
+                    "latency_ms",
+                )
+            }
+        )
+    )
+    console.print(f"results: {args.out / 'latest.json'}, {args.out / 'latest.md'}, {args.out / 'latest.png'}")
+    return 0
