@@ -1,10 +1,19 @@
 """The tagging agent: micro-batches of uploads → fetch + decode → Triton → tag events or dead letters.
 
-Delivery: ``take_events`` acks a batch's input offsets after the loop body returns (and also if it
-raises). So the body awaits the broker's acknowledgement of every output it produced before it returns,
-and never lets an exception escape with outputs missing: a failure that retrying cannot fix becomes a dead
-letter, a transient one is retried inside the body, and a bug stops the process before the acks
-(at-least-once; outputs are idempotent, so a redelivered batch yields identical events).
+Delivery (docs/reliability.md). Faust acks what ``take_events`` yielded when the loop body returns, when it
+raises, and when the generator is closed (cancellation at shutdown); the consumer commits acked offsets.
+So the body:
+
+* awaits the broker's acknowledgement (acks=all) of every output it produced before it returns: each input
+  offset is committed only after its tag event or dead letter is durable;
+* turns what retrying cannot fix into a dead letter, retries what it can (Triton without end, a photo's
+  source a bounded number of times), and stops the process (``os._exit``, no commit) on anything else;
+* on cancellation (SIGTERM, worker stop) finishes the batch it holds before letting the cancellation
+  through, within ``drain_timeout_s``; past that it exits without committing (the batch is redelivered).
+
+Agent concurrency stays 1: faust-streaming issue #606 commits past in-flight events when it is higher.
+Outputs are idempotent: the same (photo_id, model_version) always gives the same tags, so a redelivered
+batch repeats identical events.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
@@ -29,18 +39,25 @@ from stream.events import (
     photo_id_hint,
     tag_event,
 )
-from stream.images import decode, fetch
+from stream.images import SourceUnavailable, decode, fetch
 from stream.inference import ModelInput, TaggerClient
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Outputs of the uploads that are ready are published after at most this long, however slow the rest of
+#: their batch: a straggler delays only itself (its offset still commits with its batch).
+STRAGGLER_S = 1.0
+HEALTH_INTERVAL_S = 2.0
+EXIT_UNCOMMITTED = 70  # exit status when the worker stops on purpose without committing its batch
 
-def load_photo(upload: Upload, settings: Settings, model_input: ModelInput) -> np.ndarray:
-    """Fetch and decode one upload into the model's input; PermanentError for anything retry can't fix."""
-    data = fetch(upload.url, settings.allowed_roots, settings.max_image_bytes, settings.fetch_timeout_s)
+
+def decode_photo(data: bytes, settings: Settings, model_input: ModelInput) -> np.ndarray:
+    """Decode into the model's input; PermanentError for anything, a decoder bug on hostile input included."""
     try:
-        return decode(data, (model_input.width, model_input.height), settings.max_image_pixels)
+        return decode(
+            data, (model_input.width, model_input.height), settings.max_image_pixels, settings.max_frames
+        )
     except PermanentError:
         raise
     except Exception as exc:  # a decoder bug on hostile input must not take the worker down
@@ -48,94 +65,199 @@ def load_photo(upload: Upload, settings: Settings, model_input: ModelInput) -> n
 
 
 class Tagger:
-    """Per-process state of the agent: the Triton client, the decode pool and the model's input shape."""
+    """Per-process state of the agent: the Triton client, the thread pools and the model's input shape."""
 
     def __init__(self, settings: Settings, topics: Topics) -> None:
         self.settings = settings
         self.topics = topics
         self.client = TaggerClient(settings.triton_grpc, settings.model_name, settings.triton_timeout_s)
+        self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
         self.pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.decode_slots = asyncio.Semaphore(settings.decode_threads)
         self.model_input: ModelInput | None = None
+        self.triton_ready = False
+        self.kafka_ready = False
 
     async def process(self, events: list[faust.EventT]) -> None:
-        """Produce exactly one output per event and wait until the broker has acknowledged all of them."""
+        """Produce one output per event and wait until the broker has acknowledged all of them."""
         while self.model_input is None:  # set by the connect_triton task once the model is ready
             await asyncio.sleep(0.1)
         model_input = self.model_input
-        loop = asyncio.get_running_loop()
-        pending: list[asyncio.Future] = []
         metrics.EVENTS_IN.inc(len(events))
+        metrics.IN_FLIGHT.inc(len(events))
+        try:
+            tasks = {asyncio.ensure_future(self._load(e, model_input)): e for e in events}
+            pending: list[asyncio.Future] = []
+            while tasks:
+                done, _ = await asyncio.wait(tasks, timeout=STRAGGLER_S)
+                if not done:  # only stragglers left: publish each as soon as it is ready
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                ready = [(tasks.pop(t), t.result()) for t in done]
+                pending += await self._publish(ready, model_input)
+            await asyncio.gather(*pending)  # the broker acknowledged every output: offsets may now move
+        finally:
+            metrics.IN_FLIGHT.dec(len(events))
 
-        async def load(event: faust.EventT) -> tuple[Upload, np.ndarray] | PermanentError:
-            try:
-                upload = parse_upload(event.value)
-                image = await loop.run_in_executor(self.pool, load_photo, upload, self.settings, model_input)
-            except PermanentError as exc:
-                return exc
-            return upload, image
-
-        loaded = await asyncio.gather(*(load(e) for e in events))
-        good = [(e, r) for e, r in zip(events, loaded, strict=True) if not isinstance(r, PermanentError)]
-        for event, result in zip(events, loaded, strict=True):
+    async def _publish(
+        self,
+        ready: list[tuple[faust.EventT, tuple[Upload, np.ndarray] | PermanentError]],
+        model_input: ModelInput,
+    ) -> list[asyncio.Future]:
+        pending = []
+        good = []
+        for event, result in ready:
             if isinstance(result, PermanentError):
                 pending.append(await self._send_dead_letter(event, result))
-
+            else:
+                good.append(result)
         step = max(1, model_input.max_batch_size)
         for start in range(0, len(good), step):
             chunk = good[start : start + step]
-            batch = np.stack([image for _, (_, image) in chunk])
-            with metrics.TRITON_LATENCY.time():
-                predictions, version = await self.client.predict(batch)
+            predictions, version = await self.client.predict(np.stack([image for _, image in chunk]))
             metrics.BATCH_SIZE.observe(len(chunk))
             tagged_at = now_rfc3339()
-            for (_, (upload, _)), prediction in zip(chunk, predictions, strict=True):
+            for (upload, _), prediction in zip(chunk, predictions, strict=True):
                 value = tag_event(upload, prediction.tags, self.settings.model_name, version, tagged_at)
-                fut = await self.topics.tags.send(key=upload.photo_id.encode(), value=value, force=True)
-                pending.append(fut)
+                pending.append(
+                    await self.topics.tags.send(key=upload.photo_id.encode(), value=value, force=True)
+                )
                 metrics.observe_latency(upload.uploaded_at)
-        await asyncio.gather(*pending)  # the broker acknowledged every output: offsets may now move
-        metrics.EVENTS_OUT.labels("tagged").inc(len(good))
+            metrics.EVENTS_OUT.labels("tagged").inc(len(chunk))
+        return pending
+
+    async def _load(
+        self, event: faust.EventT, model_input: ModelInput
+    ) -> tuple[Upload, np.ndarray] | PermanentError:
+        started = time.monotonic()
+        try:
+            upload = parse_upload(event.value)
+            data = await self._fetch(upload)
+            image = await self._decode(data, model_input)
+        except PermanentError as exc:
+            return exc
+        finally:
+            metrics.LOAD_SECONDS.observe(time.monotonic() - started)
+        return upload, image
+
+    async def _fetch(self, upload: Upload) -> bytes:
+        """Fetch with the source's transient failures retried (capped backoff), then ``fetch_unavailable``."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        delay = 0.5
+        for attempt in range(1, s.fetch_attempts + 1):
+            call = loop.run_in_executor(
+                self.fetch_pool, fetch, upload.url, s.allowed_roots, s.max_image_bytes, s.fetch_timeout_s,
+                s.allow_loopback_http,
+            )  # fmt: skip
+            try:  # fetch enforces its own deadline; this one only guards against a hung file system
+                return await asyncio.wait_for(call, s.fetch_timeout_s + 5.0)
+            except (SourceUnavailable, TimeoutError) as exc:
+                reason = str(exc) or "no answer within the fetch deadline"
+            if attempt < s.fetch_attempts:
+                metrics.RETRIES.labels("fetch").inc()
+                log.info(
+                    "source of %s unavailable (%s); retry %d in %.1fs",
+                    upload.photo_id,
+                    reason,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise PermanentError(ErrorCode.FETCH_UNAVAILABLE, f"{reason} ({s.fetch_attempts} attempts)")
+
+    async def _decode(self, data: bytes, model_input: ModelInput) -> np.ndarray:
+        """Decode in the pool with a deadline that starts when a thread picks the image up."""
+        loop = asyncio.get_running_loop()
+        async with self.decode_slots:
+            call = loop.run_in_executor(self.pool, decode_photo, data, self.settings, model_input)
+            try:
+                return await asyncio.wait_for(call, self.settings.decode_timeout_s)
+            except TimeoutError:
+                # The thread cannot be stopped: abandon it with its pool so later images get a free thread.
+                self.pool.shutdown(wait=False)
+                self.pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
+                raise PermanentError(
+                    ErrorCode.DECODE_TIMEOUT, f"decoding took over {self.settings.decode_timeout_s}s"
+                ) from None
 
     async def _send_dead_letter(self, event: faust.EventT, error: PermanentError) -> asyncio.Future:
         msg = event.message
         photo_id = photo_id_hint(event.value, msg.key)
         value = dead_letter(event.value, photo_id, error, msg.topic, msg.partition, msg.offset)
-        log.info("dead letter %s@%s: %s %s", msg.partition, msg.offset, error.code, error.detail)
+        log.info("dead letter %s@%s: %s %s", msg.partition, msg.offset, error.code, error.detail[:300])
         metrics.DEAD_LETTERS.labels(str(error.code)).inc()
-        return await self.topics.dlq.send(key=msg.key, value=value, force=True)
+        metrics.EVENTS_OUT.labels("dead_letter").inc()
+        key = msg.key[:1024] if msg.key else msg.key
+        return await self.topics.dlq.send(key=key, value=value, force=True)
+
+
+async def process_draining(tagger: Tagger, batch: list[faust.EventT], drain_timeout_s: float) -> None:
+    """Run one batch so that neither a bug nor a shutdown lets its offsets be acked unprocessed."""
+    work = asyncio.ensure_future(tagger.process(batch))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        log.info("stopping: finishing %d in-flight events first (up to %.0fs)", len(batch), drain_timeout_s)
+        try:
+            await asyncio.wait_for(asyncio.shield(work), drain_timeout_s)
+        except BaseException:
+            log.critical("in-flight batch not finished; exiting without committing it", exc_info=True)
+            os._exit(EXIT_UNCOMMITTED)
+        log.info("in-flight batch finished; stopping")
+        raise
+    except Exception:
+        # take_events acks the batch even when its body raises; a bug must not turn into silently
+        # committed offsets. Stop hard; the redelivered batch is retried on restart.
+        log.critical("unexpected error; exiting without committing this batch", exc_info=True)
+        os._exit(EXIT_UNCOMMITTED)
 
 
 def attach_agents(app: faust.App, topics: Topics, settings: Settings) -> None:
-    """Register the tagging agent on ``app``."""
+    """Register the tagging agent, the Triton/Kafka watchers and the health and metrics pages on ``app``."""
     tagger = Tagger(settings, topics)
 
-    @app.agent(topics.uploads, name="tag-uploads")
+    @app.agent(topics.uploads, name="tag-uploads", concurrency=1)
     async def tag_uploads(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_window_s):
-            try:
-                await tagger.process(list(events))
-            except Exception:
-                # take_events acks the batch even when its body raises; a bug must not turn into
-                # silently committed offsets. Stop hard; the redelivered batch is retried on restart.
-                log.critical("unexpected error; exiting without committing this batch", exc_info=True)
-                os._exit(70)
+            await process_draining(tagger, list(events), settings.drain_timeout_s)
 
     @app.task
     async def connect_triton() -> None:
         tagger.model_input = await tagger.client.wait_ready()
         log.info("model %s ready, input %s", settings.model_name, tagger.model_input)
 
+    @app.timer(HEALTH_INTERVAL_S)
+    async def watch_dependencies() -> None:
+        tagger.triton_ready = tagger.model_input is not None and await tagger.client.is_ready()
+        tagger.kafka_ready = await kafka_answers(app)
+
     @app.page("/health/ready")
     async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        """Ready once the model is loaded in Triton (liveness, below, depends on neither Kafka nor Triton)."""
-        status = 200 if tagger.model_input is not None else 503
-        return web.json({"model_ready": tagger.model_input is not None}, status=status)
+        """Ready while Triton serves the model and the Kafka cluster answers (checked every 2 s)."""
+        body = {"model_ready": tagger.model_input is not None, "triton": tagger.triton_ready,
+                "kafka": tagger.kafka_ready}  # fmt: skip
+        ok = tagger.model_input is not None and tagger.triton_ready and tagger.kafka_ready
+        return web.json(body, status=200 if ok else 503)
 
     @app.page("/health/live")
     async def live(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """Alive while the event loop answers; depends on neither Kafka nor Triton (no restart for theirs)."""
         return web.json({"status": "ok"})
 
     @app.page("/metrics")
     async def prometheus(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         body, _ = metrics.exposition()
         return web.bytes(body, content_type="text/plain; version=0.0.4")
+
+
+async def kafka_answers(app: faust.App, timeout_s: float = 2.0) -> bool:
+    """Whether a broker answers a metadata request on the producer's connection right now."""
+    producer = getattr(app.producer, "_producer", None)  # the aiokafka producer, once started
+    if producer is None:
+        return False
+    try:
+        await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+    except Exception:  # noqa: BLE001 - any failure means "not ready", and is retried next tick
+        return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from stream.settings import Settings
 
@@ -16,9 +17,28 @@ class Topics:
     dlq: faust.TopicT
 
 
+class IdempotentProducer(aiokafka_driver.Producer):
+    """Faust's aiokafka producer with ``enable_idempotence``: a retried send is written once, in order.
+    Faust turns it on only inside transactions (exactly-once), so it is switched on here."""
+
+    def _settings_extra(self) -> dict[str, object]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class TaggerApp(faust.App):
+    """The worker's app: Faust's, with the idempotent producer when ``producer_idempotence`` is set."""
+
+    idempotent_producer: bool = False
+
+    def _new_producer(self) -> faust.types.ProducerT:
+        if self.idempotent_producer:
+            return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+        return super()._new_producer()
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Topics]:
     """Build the worker's app and its three topics from ``settings`` (no I/O happens here)."""
-    app = faust.App(
+    app = TaggerApp(
         settings.group_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()],
         store="memory://",
@@ -28,7 +48,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Topics]:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
+        producer_acks=-1,  # acks=all: an output is acknowledged once every in-sync replica has it
+        # While a batch waits for Triton, aiokafka keeps heartbeating and Faust keeps fetching into the
+        # stream buffer; only when that buffer is full does polling stop, and the group evicts the worker
+        # after this long (Faust's default, stated here because Triton outages must stay below it).
+        broker_max_poll_interval=1000.0,
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics are declared by `darkroom up` or by the cluster (Strimzi)
         web_enabled=True,
@@ -36,6 +60,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Topics]:
         web_port=settings.web_port,
         web_in_thread=False,
     )
+    app.idempotent_producer = settings.producer_idempotence
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     topics = Topics(
         uploads=app.topic(settings.uploads_topic, **raw),

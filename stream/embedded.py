@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from stream.settings import Settings
@@ -40,11 +40,12 @@ class Ports:
     triton_grpc: int = 8001
     triton_metrics: int = 8002
     worker_web: int = 6066
+    web: int = 8080  # the search page (the indexer's), when the stack runs one
 
     @classmethod
     def free(cls) -> Ports:
-        """Five free loopback ports, for tests and for several stacks on one machine."""
-        socks = [socket.socket() for _ in range(5)]
+        """Free loopback ports for every part, for tests and for several stacks on one machine."""
+        socks = [socket.socket() for _ in fields(cls)]
         for s in socks:
             s.bind(("127.0.0.1", 0))
         ports = [s.getsockname()[1] for s in socks]
@@ -71,6 +72,7 @@ class Stack:
     with_worker: bool = True
     worker_env: dict[str, str] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
+    with_indexer: bool = False  # the search indexer and its page (``web_url``), index in run_dir/index.sqlite
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()  # children run in other working directories
@@ -109,6 +111,8 @@ class Stack:
             self._start_triton(timeout_s)
             if self.with_worker:
                 self._start_worker(timeout_s)
+            if self.with_indexer:
+                self._start_indexer(timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -138,6 +142,46 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- drills: kill, restart and add parts of a running stack (reliability tests) ------------------------
+    def child(self, name: str) -> Child:
+        """The running child called ``name`` (``broker``, ``triton``, ``worker`` or an added worker)."""
+        found = [c for c in self.children if c.name == name]
+        if not found:
+            raise StackError(f"no child named {name!r}; running: {[c.name for c in self.children]}")
+        return found[-1]
+
+    def kill_child(self, name: str, sig: int = signal.SIGKILL, timeout_s: float = 60.0) -> int:
+        """Send ``sig`` to child ``name``, wait until it exits, forget it and return its exit status."""
+        child = self.child(name)
+        child.proc.send_signal(sig)
+        try:
+            code = child.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            code = child.proc.wait()
+        self.children.remove(child)
+        child.log.replace(child.log.with_suffix(f".{child.proc.pid}.log"))  # a restart writes a fresh log
+        return code
+
+    def restart_triton(self, timeout_s: float = 120.0) -> None:
+        """Start Triton again (after ``kill_child("triton")``) and wait until the model is ready."""
+        self._start_triton(timeout_s)
+
+    def start_worker(
+        self, name: str = "worker", web_port: int | None = None, env: dict[str, str] | None = None,
+        timeout_s: float = 120.0,
+    ) -> Child:  # fmt: skip
+        """Start a worker (again, or another one in the same group on ``web_port``) and wait until ready."""
+        port = self.ports.worker_web if web_port is None else web_port
+        settings = self.worker_settings().replace(web_port=port, data_dir=str(self.run_dir / f"{name}-data"))
+        child = self._spawn(
+            name, [sys.executable, "-m", "stream.cli", "worker"], {**settings.to_env(), **(env or {})}
+        )
+        self._wait(
+            child, lambda: _http_ok(f"http://127.0.0.1:{port}/health/ready"), timeout_s, "/health/ready"
+        )
+        return child
 
     # -- parts ---------------------------------------------------------------------------------------------
     def _spawn(
@@ -227,9 +271,26 @@ class Stack:
         self._wait(child, lambda: _http_ok(f"http://127.0.0.1:{self.ports.worker_web}/health/ready"),
                    timeout_s, "/health/ready")  # fmt: skip
 
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.web}/"
+
+    @property
+    def index_db(self) -> Path:
+        return self.run_dir / "index.sqlite"
+
+    def _start_indexer(self, timeout_s: float) -> None:
+        # The embedded broker keeps topics in memory: a new broker means a new index (--reset), or the
+        # offsets stored in the index would point past the new topics' ends.
+        roots = [a for p in self.file_roots for a in ("--file-root", str(p.resolve()))]
+        argv = [sys.executable, "-m", "stream.cli", "index", "--serve", "--reset", "--db", str(self.index_db),
+                "--web-port", str(self.ports.web), *roots]  # fmt: skip
+        child = self._spawn("indexer", argv, self.worker_settings().to_env())
+        self._wait(child, lambda: _http_ok(f"{self.web_url}health"), timeout_s, "/health")
+
     def _check_ports_free(self) -> None:
         for name, port in vars(self.ports).items():
-            if name == "worker_web" and not self.with_worker:
+            if (name == "worker_web" and not self.with_worker) or (name == "web" and not self.with_indexer):
                 continue
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"

@@ -19,6 +19,9 @@ MAX_ID_CHARS = 256
 MAX_URL_CHARS = 4096
 MAX_USER_TAGS = 256
 MAX_TAG_CHARS = 128
+#: A dead letter keeps at most this much of the original value (the rest stays in the input topic at the
+#: offset the letter names); a full 1 MB value, base64-encoded, would not fit a default Kafka record.
+MAX_DLQ_ORIGINAL_BYTES = 128 * 1024
 
 
 class ErrorCode(StrEnum):
@@ -29,10 +32,14 @@ class ErrorCode(StrEnum):
     FORBIDDEN_URL = "forbidden_url"
     NOT_FOUND = "not_found"
     FETCH_FAILED = "fetch_failed"
+    #: the source kept timing out / refusing / answering 5xx through every retry: replayable later
+    FETCH_UNAVAILABLE = "fetch_unavailable"
     TOO_LARGE = "too_large"
     UNSUPPORTED_FORMAT = "unsupported_format"
     TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_MANY_FRAMES = "too_many_frames"
     DECODE_FAILED = "decode_failed"
+    DECODE_TIMEOUT = "decode_timeout"
 
 
 class PermanentError(Exception):
@@ -121,7 +128,9 @@ def _required_str(data: dict[str, Any], key: str, limit: int) -> str:
 def photo_id_hint(raw: bytes | None, key: bytes | None) -> str | None:
     """Best-effort photo_id for a dead letter: the record key, else a string ``photo_id`` in the value."""
     if key:
-        return key.decode("utf-8", "replace")
+        return key[: MAX_ID_CHARS * 4].decode("utf-8", "replace")[:MAX_ID_CHARS]
+    if raw is None or len(raw) > MAX_EVENT_BYTES:
+        return None
     try:
         value = orjson.loads(raw or b"")
     except orjson.JSONDecodeError:
@@ -154,13 +163,17 @@ def dead_letter(
     partition: int,
     offset: int,
 ) -> bytes:
-    """The ``photo-uploads-dlq`` value; the original value is kept as text, or base64 if not UTF-8."""
+    """The ``photo-uploads-dlq`` value; the original value is kept as text, or base64 if not UTF-8, up to
+    ``MAX_DLQ_ORIGINAL_BYTES`` (``original_size`` says how long it was, ``source`` where the rest is)."""
+    kept = raw[:MAX_DLQ_ORIGINAL_BYTES] if raw is not None else None
     try:
-        original: str | None = raw.decode("utf-8") if raw is not None else None
+        original: str | None = kept.decode("utf-8") if kept is not None else None
         encoding = "text"
     except UnicodeDecodeError:
-        original = base64.b64encode(raw or b"").decode("ascii")
+        original = base64.b64encode(kept or b"").decode("ascii")
         encoding = "base64"
+    if photo_id is not None and len(photo_id) > MAX_ID_CHARS:
+        photo_id = photo_id[:MAX_ID_CHARS]
     return orjson.dumps(
         {
             "photo_id": photo_id,
@@ -169,6 +182,8 @@ def dead_letter(
             "source": {"topic": topic, "partition": partition, "offset": offset},
             "original": original,
             "original_encoding": encoding,
+            "original_size": len(raw) if raw is not None else 0,
+            "original_truncated": raw is not None and len(raw) > MAX_DLQ_ORIGINAL_BYTES,
             "at": now_rfc3339(),
         }
     )

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
+
+from stream import metrics
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,21 @@ TAGS_OUTPUT = "TAGS"
 
 #: gRPC status codes that mean "this request itself is wrong": retrying cannot help.
 _PERMANENT_STATUS = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.UNIMPLEMENTED"})
+MAX_BACKOFF_S = 2.0
+
+#: gRPC reconnects on its own schedule (default backoff grows to 120 s): while it waits, every call fails
+#: at once and a restarted Triton would sit unused. Cap it near our own retry backoff instead.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000)),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ class TaggerClient:
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
-        self._client = grpcclient.InferenceServerClient(url=url)
+        self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
         self.retries = 0
 
     async def close(self) -> None:
@@ -70,21 +88,34 @@ class TaggerClient:
             except InferenceServerException as exc:
                 log.warning("Triton at %s not ready (%s); retrying in %.1fs", self.url, exc.message(), delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def is_ready(self, timeout_s: float = 2.0) -> bool:
+        """Whether Triton answers and has the model loaded right now (for the worker's readiness)."""
+        try:
+            return bool(await self._client.is_model_ready(self.model_name, client_timeout=timeout_s))
+        except InferenceServerException:
+            return False
 
     async def predict(self, images: np.ndarray) -> tuple[list[Prediction], str]:
-        """Tag a uint8 batch ``[N, H, W, 3]``; returns one Prediction per image and the model version."""
+        """Tag a uint8 batch ``[N, H, W, 3]``; returns one Prediction per image and the model version.
+
+        Unavailable, overloaded, timed out: retried without end (capped backoff), since every event needs
+        Triton and none may be dead-lettered for its absence. A request Triton calls malformed is raised:
+        that is a worker/model mismatch, and the agent stops rather than commit past it."""
         delay = 0.2
         while True:
             try:
-                return await self._infer_once(images)
+                with metrics.TRITON_LATENCY.time():
+                    return await self._infer_once(images)
             except InferenceServerException as exc:
                 if str(exc.status()) in _PERMANENT_STATUS:
                     raise
                 self.retries += 1
-                log.warning("Triton call failed (%s); retry in %.1fs", exc.message(), delay)
+                metrics.RETRIES.labels("triton").inc()
+                log.warning("Triton call failed (%s %s); retry in %.1fs", exc.status(), exc.message(), delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_BACKOFF_S)
 
     async def _infer_once(self, images: np.ndarray) -> tuple[list[Prediction], str]:
         inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from stream.events import parse_rfc3339
 
@@ -12,7 +12,10 @@ EVENTS_IN = Counter("darkroom_events_in_total", "Upload events consumed")
 EVENTS_OUT = Counter("darkroom_events_out_total", "Outputs produced", ["kind"])
 DEAD_LETTERS = Counter("darkroom_dead_letters_total", "Dead letters by error code", ["code"])
 BATCH_SIZE = Histogram("darkroom_batch_size", "Images per Triton request", buckets=(1, 2, 4, 8, 16, 32, 64))
-TRITON_LATENCY = Histogram("darkroom_triton_seconds", "Triton request latency")
+TRITON_LATENCY = Histogram("darkroom_triton_seconds", "Triton request latency (each attempt)")
+RETRIES = Counter("darkroom_retries_total", "Transient failures retried, by what failed", ["target"])
+IN_FLIGHT = Gauge("darkroom_in_flight_events", "Upload events taken from Kafka and not yet acknowledged")
+LOAD_SECONDS = Histogram("darkroom_load_seconds", "Fetch + decode time per upload")
 END_TO_END = Histogram(
     "darkroom_end_to_end_seconds",
     "Upload time to tag event produced",

@@ -35,6 +35,16 @@ class Settings:
     max_image_bytes: int = field(default=25 * 1024 * 1024, metadata={"env": "DARKROOM_MAX_IMAGE_BYTES"})
     max_image_pixels: int = field(default=50_000_000, metadata={"env": "DARKROOM_MAX_IMAGE_PIXELS"})
     fetch_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_FETCH_TIMEOUT_S"})
+    #: tries per upload when its source times out or answers 5xx/429, then dead letter ``fetch_unavailable``
+    fetch_attempts: int = field(default=3, metadata={"env": "DARKROOM_FETCH_ATTEMPTS"})
+    #: development only: let ``http://`` uploads reach 127.0.0.0/8 and ::1 (never other private addresses)
+    allow_loopback_http: bool = field(default=False, metadata={"env": "DARKROOM_ALLOW_LOOPBACK_HTTP"})
+    max_frames: int = field(default=100, metadata={"env": "DARKROOM_MAX_FRAMES"})
+    decode_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_DECODE_TIMEOUT_S"})
+    #: on SIGTERM, how long an in-flight batch may take to finish before the worker exits without committing
+    #: aiokafka ``enable_idempotence`` (needs InitProducerId v0, which embedded Tansu rejects; on for Kafka)
+    producer_idempotence: bool = field(default=False, metadata={"env": "DARKROOM_PRODUCER_IDEMPOTENCE"})
+    drain_timeout_s: float = field(default=30.0, metadata={"env": "DARKROOM_DRAIN_TIMEOUT_S"})
     triton_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_TRITON_TIMEOUT_S"})
     session_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_SESSION_TIMEOUT_S"})
     web_bind: str = field(default="127.0.0.1", metadata={"env": "DARKROOM_WEB_BIND"})
@@ -66,6 +76,13 @@ class Settings:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
         if self.decode_threads < 1:
             raise SettingsError(f"DARKROOM_DECODE_THREADS must be >= 1, got {self.decode_threads}")
+        if self.fetch_attempts < 1:
+            raise SettingsError(f"DARKROOM_FETCH_ATTEMPTS must be >= 1, got {self.fetch_attempts}")
+        if self.max_frames < 1:
+            raise SettingsError(f"DARKROOM_MAX_FRAMES must be >= 1, got {self.max_frames}")
+        for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"DARKROOM_{name.upper()} must be > 0, got {getattr(self, name)}")
 
     @property
     def allowed_roots(self) -> list[str]:
@@ -83,7 +100,23 @@ class Settings:
 ENV_VARS: frozenset[str] = frozenset(f.metadata["env"] for f in fields(Settings))
 
 
+_BOOLS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
 def _convert(name: str, raw: str, type_name: object) -> object:
+    if str(type_name) == "bool":
+        if raw.strip().lower() not in _BOOLS:
+            raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+        return _BOOLS[raw.strip().lower()]
     kind = {"int": int, "float": float, "str": str}[str(type_name)]
     try:
         return kind(raw)

@@ -14,12 +14,23 @@ from stream.events import (
     tag_event,
 )
 
-GOOD = {"photo_id": "p1", "url": "file:///photos/a.jpg", "owner": "ann", "uploaded_at": "2026-11-29T10:00:00Z", "user_tags": ["sea"]}
+GOOD = {
+    "photo_id": "p1",
+    "url": "file:///photos/a.jpg",
+    "owner": "ann",
+    "uploaded_at": "2026-11-29T10:00:00Z",
+    "user_tags": ["sea"],
+}
 
 
 def test_valid_upload_parses_every_field():
     upload = parse_upload(orjson.dumps(GOOD))
-    assert (upload.photo_id, upload.url, upload.owner, upload.user_tags) == ("p1", "file:///photos/a.jpg", "ann", ["sea"])
+    assert (upload.photo_id, upload.url, upload.owner, upload.user_tags) == (
+        "p1",
+        "file:///photos/a.jpg",
+        "ann",
+        ["sea"],
+    )
 
 
 def test_optional_fields_default_and_uploaded_at_is_filled():
@@ -35,8 +46,16 @@ def test_optional_fields_default_and_uploaded_at_is_filled():
         (b'{"url": "file:///a.jpg"}', ErrorCode.INVALID_EVENT, "'photo_id'"),
         (b'{"photo_id": "x"}', ErrorCode.INVALID_EVENT, "'url'"),
         (b'{"photo_id": 5, "url": "file:///a"}', ErrorCode.INVALID_EVENT, "'photo_id'"),
-        (b'{"photo_id": "x", "url": "file:///a", "user_tags": "sea"}', ErrorCode.INVALID_EVENT, "'user_tags'"),
-        (b'{"photo_id": "x", "url": "file:///a", "uploaded_at": "yesterday"}', ErrorCode.INVALID_EVENT, "RFC 3339"),
+        (
+            b'{"photo_id": "x", "url": "file:///a", "user_tags": "sea"}',
+            ErrorCode.INVALID_EVENT,
+            "'user_tags'",
+        ),
+        (
+            b'{"photo_id": "x", "url": "file:///a", "uploaded_at": "yesterday"}',
+            ErrorCode.INVALID_EVENT,
+            "RFC 3339",
+        ),
         (b'{"photo_id": "x", "url": "file:///a", "owner": 7}', ErrorCode.INVALID_EVENT, "'owner'"),
         (None, ErrorCode.INVALID_EVENT, "tombstone"),
         (b"x" * (MAX_EVENT_BYTES + 1), ErrorCode.EVENT_TOO_LARGE, "limit"),
@@ -51,7 +70,11 @@ def test_malformed_events_are_permanent_errors_naming_the_problem(raw, code, fra
 def test_dead_letter_keeps_text_and_binary_originals():
     error = PermanentError(ErrorCode.INVALID_EVENT, "not JSON")
     text = orjson.loads(dead_letter(b"{oops", "k", error, "photo-uploads", 3, 42))
-    assert text["original"] == "{oops" and text["source"] == {"topic": "photo-uploads", "partition": 3, "offset": 42}
+    assert text["original"] == "{oops" and text["source"] == {
+        "topic": "photo-uploads",
+        "partition": 3,
+        "offset": 42,
+    }
     assert text["error"] == "invalid_event" and text["photo_id"] == "k"
     binary = orjson.loads(dead_letter(b"\xff\xfe", None, error, "photo-uploads", 0, 1))
     assert binary["original_encoding"] == "base64" and base64.b64decode(binary["original"]) == b"\xff\xfe"
@@ -65,7 +88,9 @@ def test_photo_id_hint_prefers_key_then_value():
 
 def test_tag_event_follows_the_contract():
     upload = Upload(photo_id="p", url="file:///a", uploaded_at="2026-01-01T00:00:00Z")
-    event = orjson.loads(tag_event(upload, [("sea", 0.91234), ("sky", 0.5)], "tagger", "3", "2026-01-01T00:00:01Z"))
+    event = orjson.loads(
+        tag_event(upload, [("sea", 0.91234), ("sky", 0.5)], "tagger", "3", "2026-01-01T00:00:01Z")
+    )
     assert event == {
         "photo_id": "p",
         "tags": [{"tag": "sea", "score": 0.9123}, {"tag": "sky", "score": 0.5}],

@@ -4,7 +4,9 @@ from stream.settings import ENV_VARS, Settings, SettingsError
 
 
 def test_environment_then_overrides():
-    s = Settings.from_env({"DARKROOM_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "DARKROOM_BATCH_SIZE": "8"}, batch_size=4)
+    s = Settings.from_env(
+        {"DARKROOM_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "DARKROOM_BATCH_SIZE": "8"}, batch_size=4
+    )
     assert s.kafka_bootstrap == "k1:9092,k2:9092" and s.batch_size == 4
 
 
