@@ -24,6 +24,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.triton_grpc_port,
         args.triton_metrics_port,
         args.worker_port,
+        args.web_port,
     )
     stack = Stack(
         args.run_dir,
@@ -31,6 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ports,
         file_roots=args.file_root or [Path.cwd()],
         with_worker=not args.no_worker,
+        with_indexer=not args.no_indexer,
     )
     if not (args.model_repo / "tagger" / "config.pbtxt").exists():
         console.print(
@@ -46,7 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        with console.status("starting broker, Triton and worker"):
+        with console.status("starting broker, Triton, worker and indexer"):
             stack.start()
     except StackError as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -57,6 +59,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     if stack.with_worker:
         print(f"worker     http://127.0.0.1:{ports.worker_web}/metrics  (logs {args.run_dir}/worker.log)")
+    if stack.with_indexer:
+        print(f"search     {stack.web_url}  (index {stack.index_db})")
     print(f"logs       {args.run_dir}")
     print("darkroom ready", flush=True)
     code = 0
@@ -189,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="folder file:// uploads may read (repeatable; default: cwd)",
     )
+    up.add_argument("--web-port", type=int, default=8080, help="search page port (the indexer's)")
     up.add_argument("--no-worker", action="store_true", help="start only broker and Triton")
+    up.add_argument("--no-indexer", action="store_true", help="start no search indexer and page")
     up.set_defaults(func=cmd_up)
 
     worker = sub.add_parser("worker", help="run the tagging worker (settings from DARKROOM_* env vars)")

@@ -1,15 +1,20 @@
-"""``darkroom demo``: the whole loop on this machine, with numbers and a contact sheet at the end.
+"""``darkroom demo``: the whole loop on this machine, with numbers, a contact sheet and a search at the end.
 
-Trains the synthetic model if the repository has none, starts the embedded stack, publishes held-out
-photos the model never saw, waits until every one has its tag event (or dead letter), reports, and stops.
+Trains the synthetic model if the repository has none, starts the embedded stack (with the search indexer),
+publishes held-out photos the model never saw, waits until every one has its tag event (or dead letter),
+reports, searches the index for the commonest pair of tags, and stops (in a terminal: after Enter, so the
+search page can be tried).
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import itertools
 import json
+import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,7 @@ from rich.table import Table
 from stream.clients import UploadPublisher, follow, photo_id_for, upload_event
 from stream.embedded import Ports, Stack, StackError
 from stream.events import parse_rfc3339
+from stream.indexer import SearchIndex, print_hits
 from stream.settings import Settings
 
 console = Console()
@@ -51,12 +57,14 @@ def run_demo(args: argparse.Namespace) -> int:
         console.rule("training the demo model (first run only, ~2 minutes)")
         build_synthetic_model(args.model_repo, args.workdir)
     console.rule(f"rendering {args.photos} held-out photos (640x480 JPEG)")
-    holdout = make_photo_set(args.workdir / "holdout", args.photos, seed=HOLDOUT_SEED, size=(640, 480), split="holdout")
+    holdout = make_photo_set(
+        args.workdir / "holdout", args.photos, seed=HOLDOUT_SEED, size=(640, 480), split="holdout"
+    )
     records = [json.loads(line) for line in holdout.read_text().splitlines()]
     photos = {photo_id_for(holdout.parent / r["path"]): (holdout.parent / r["path"], r) for r in records}
 
-    stack = Stack(args.run_dir, args.model_repo, Ports.free(), file_roots=[holdout.parent])
-    console.rule("starting broker, Triton and worker")
+    stack = Stack(args.run_dir, args.model_repo, Ports.free(), file_roots=[holdout.parent], with_indexer=True)
+    console.rule("starting broker, Triton, worker and search indexer")
     try:
         stack.start()
     except StackError as exc:
@@ -64,9 +72,12 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     try:
         outcomes, wall = _publish_and_collect(stack, photos, timeout_s=args.timeout)
+        code = _report(outcomes, photos, wall, args.out)
+        _show_search(stack, [o for o in outcomes.values() if o.kind == "tags"])
+        _keep_page_open(stack)
     finally:
         stack.stop()
-    return _report(outcomes, photos, wall, args.out)
+    return code
 
 
 def _publish_and_collect(
@@ -83,12 +94,16 @@ def _publish_and_collect(
     outcomes: dict[str, Outcome] = {}
     deadline = time.monotonic() + timeout_s
     with console.status("tagging") as status:
-        for topic, _, value in follow(stack.bootstrap, [settings.tags_topic, settings.dlq_topic], idle_timeout_s=timeout_s):
+        for topic, _, value in follow(
+            stack.bootstrap, [settings.tags_topic, settings.dlq_topic], idle_timeout_s=timeout_s
+        ):
             event = orjson.loads(value or b"{}")
             pid = event.get("photo_id")
             if pid in photos and pid not in outcomes:
                 kind = "dlq" if topic == settings.dlq_topic else "tags"
-                outcomes[pid] = Outcome(pid, photos[pid][0], photos[pid][1]["labels"], event, kind, time.time())
+                outcomes[pid] = Outcome(
+                    pid, photos[pid][0], photos[pid][1]["labels"], event, kind, time.time()
+                )
                 status.update(f"tagged {len(outcomes)}/{len(photos)}")
             if len(outcomes) == len(photos) or time.monotonic() > deadline:
                 break
@@ -115,7 +130,10 @@ def _report(outcomes: dict[str, Outcome], photos: dict, wall: float, out: Path) 
         "dead_letters": len(outcomes) - len(tagged),
         "missing": len(photos) - len(outcomes),
         "throughput_img_s": round(len(outcomes) / wall, 1) if wall else 0.0,
-        "latency_ms": {"p50": round(float(np.percentile(latencies, 50))), "p95": round(float(np.percentile(latencies, 95)))},
+        "latency_ms": {
+            "p50": round(float(np.percentile(latencies, 50))),
+            "p95": round(float(np.percentile(latencies, 95))),
+        },
         "tag_precision": round(correct / predicted, 3) if predicted else 0.0,
         "tag_recall": round(correct / truth, 3) if truth else 0.0,
     }
@@ -126,8 +144,64 @@ def _report(outcomes: dict[str, Outcome], photos: dict, wall: float, out: Path) 
         f"tags vs true content: precision {summary['tag_precision']}, recall {summary['tag_recall']}"
     )
     write_contact_sheet(out, tagged, summary)
-    console.print(f"contact sheet: {(out / 'index.html').resolve()}   events: {(out / 'tags.jsonl').resolve()}")
+    console.print(
+        f"contact sheet: {(out / 'index.html').resolve()}   events: {(out / 'tags.jsonl').resolve()}"
+    )
     return 0 if summary["missing"] == 0 and summary["tag_events"] > 0 else 1
+
+
+def _show_search(stack: Stack, tagged: list[Outcome], timeout_s: float = 30.0) -> None:
+    """Search the index the stack's indexer built from the demo's tag events, and say where the page is."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:  # the indexer trails the tag events by a fetch or two
+        if stack.index_db.exists():
+            index = SearchIndex(stack.index_db, readonly=True)
+            if index.counts()["photos"] >= len(tagged):
+                break
+            index.close()
+        time.sleep(0.3)
+    else:
+        console.print(f"[yellow]the search index did not catch up within {timeout_s:.0f}s[/]")
+        return
+    query = demo_query([[t["tag"] for t in o.event["tags"]] for o in tagged])
+    console.rule(f"search: darkroom search {query!r}")
+    hits = index.search(query, limit=10)
+    index.close()
+    print_hits(query, hits, console)
+    truth = {o.photo_id: set(o.labels) for o in tagged}
+    right = sum(set(query.split()) <= truth.get(h.photo_id, set()) for h in hits)
+    console.print(
+        f"{right} of these {len(hits)} photos truly show {query!r}. "
+        f"Search again: [bold]darkroom search --db {stack.index_db} WORDS[/]"
+    )
+    console.print(
+        f"search page: [bold]{stack.web_url}[/] (while this stack runs; `darkroom up` serves one on :8080)"
+    )
+
+
+def demo_query(tag_lists: list[list[str]]) -> str:
+    """Two tags that often occur together but each on at most half the photos (a query that picks photos
+    out rather than returning most of them); ties alphabetical. Else the commonest pair or tag."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    singles: Counter[str] = Counter()
+    for tags in tag_lists:
+        singles.update(set(tags))
+        pairs.update(itertools.combinations(sorted(set(tags)), 2))
+    selective = {p: n for p, n in pairs.items() if max(singles[p[0]], singles[p[1]]) <= len(tag_lists) / 2}
+    for candidates in (selective, pairs):
+        if candidates:
+            return " ".join(min(candidates.items(), key=lambda kv: (-kv[1], kv[0]))[0])
+    return min(singles.items(), key=lambda kv: (-kv[1], kv[0]))[0] if singles else "sea"
+
+
+def _keep_page_open(stack: Stack) -> None:
+    """In a terminal, keep the stack (and its page) up until Enter; elsewhere (CI, pipes) stop at once."""
+    if not sys.stdin.isatty():
+        return
+    try:
+        console.input(f"open [bold]{stack.web_url}[/] to search the demo photos; press Enter to stop ")
+    except (EOFError, KeyboardInterrupt):
+        pass
 
 
 def write_contact_sheet(out: Path, tagged: list[Outcome], summary: dict) -> None:
@@ -147,7 +221,7 @@ def write_contact_sheet(out: Path, tagged: list[Outcome], summary: dict) -> None
             )
             cards.append(
                 f'<figure><img src="thumbs/{html.escape(o.photo_id)}.jpg" alt=""><figcaption>{tags or "<i>no tag</i>"}'
-                f'<small>truth: {html.escape(", ".join(o.labels))} · {o.latency_ms:.0f} ms</small></figcaption></figure>'
+                f"<small>truth: {html.escape(', '.join(o.labels))} · {o.latency_ms:.0f} ms</small></figcaption></figure>"
             )
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "index.html").write_text(

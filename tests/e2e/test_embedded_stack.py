@@ -37,7 +37,7 @@ def up(synthetic_model, tmp_path_factory):
             "--run-dir", str(base / "run"), "--file-root", str(photos),
             "--kafka-port", str(ports.kafka), "--triton-http-port", str(ports.triton_http),
             "--triton-grpc-port", str(ports.triton_grpc), "--triton-metrics-port", str(ports.triton_metrics),
-            "--worker-port", str(ports.worker_web)]  # fmt: skip
+            "--worker-port", str(ports.worker_web), "--web-port", str(ports.web)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -133,7 +133,7 @@ def test_every_upload_good_or_broken_ends_in_exactly_one_outcome(up, outcome_rea
 
 def test_sigterm_stops_every_process(up):
     pids = json.loads((up["run"] / "pids.json").read_text())
-    assert set(pids) == {"broker", "triton", "worker"}
+    assert set(pids) == {"broker", "triton", "worker", "indexer"}
     up["proc"].send_signal(signal.SIGTERM)
     assert up["proc"].wait(timeout=60) == 0
     for pid in pids.values():

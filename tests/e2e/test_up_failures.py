@@ -20,7 +20,7 @@ def run_up(repo: Path, run_dir: Path, ports: Ports) -> subprocess.CompletedProce
     argv = [sys.executable, "-m", "stream.cli", "up", "--model-repo", str(repo), "--run-dir", str(run_dir),
             "--kafka-port", str(ports.kafka), "--triton-http-port", str(ports.triton_http),
             "--triton-grpc-port", str(ports.triton_grpc), "--triton-metrics-port", str(ports.triton_metrics),
-            "--worker-port", str(ports.worker_web)]  # fmt: skip
+            "--worker-port", str(ports.worker_web), "--web-port", str(ports.web)]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 

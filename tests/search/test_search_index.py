@@ -1,0 +1,238 @@
+"""The SQLite search index: newest model version wins per photo, replays change nothing, ranked search."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import orjson
+import pytest
+
+from stream.events import parse_rfc3339
+from stream.indexer import (
+    InvalidEvent,
+    LiveCounters,
+    Record,
+    SearchIndex,
+    Topics,
+    parse_tag_event,
+    query_terms,
+)
+
+TOPICS = Topics()
+
+
+@pytest.fixture
+def index(tmp_path):
+    idx = SearchIndex(tmp_path / "index.sqlite")
+    yield idx
+    idx.close()
+
+
+def records(*values: bytes, topic: str = TOPICS.tags, partition: int = 0, start: int = 0) -> list[Record]:
+    return [Record(topic, partition, start + i, v) for i, v in enumerate(values)]
+
+
+def ids(hits) -> list[str]:
+    return [h.photo_id for h in hits]
+
+
+def test_search_ranks_photos_by_the_scores_of_the_matching_tags(index, tag_value):
+    index.apply(
+        records(
+            tag_value("a", {"beach": 0.9, "sunset": 0.8, "sea": 0.7}),
+            tag_value("b", {"beach": 0.6, "sunset": 0.95}),
+            tag_value("c", {"beach": 0.99, "sea": 0.9}),
+            tag_value("d", {"snow": 0.9}),
+        ),
+        TOPICS,
+    )
+    assert ids(index.search("beach sunset")) == ["a", "b"]  # every term must match; a: 1.7 > b: 1.55
+    assert ids(index.search("beach")) == ["c", "a", "b"]
+    assert [round(h.relevance, 2) for h in index.search("beach sunset")] == [1.7, 1.55]
+    assert index.search("moon") == [] and index.search("beach moon") == []
+
+
+def test_search_is_case_insensitive_and_stems_plurals(index, tag_value):
+    index.apply(records(tag_value("a", {"flower": 0.9, "boat": 0.8})), TOPICS)
+    assert ids(index.search("Flowers")) == ["a"]
+    assert ids(index.search("BOATS, flower!")) == ["a"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"', "beach OR", "NEAR(beach sunset)", "beach*", "-beach", "sunset AND ^", "'; DROP TABLE photos; --"],
+)
+def test_query_syntax_never_reaches_fts5(index, tag_value, query):
+    index.apply(records(tag_value("a", {"beach": 0.9, "sunset": 0.8})), TOPICS)
+    index.search(query)  # must not raise sqlite3.OperationalError
+    assert index.photo("a") is not None
+
+
+def test_query_terms_are_words_only_deduplicated_and_capped():
+    assert query_terms("  Beach, beach; SUNSET!! ") == ["beach", "sunset"]
+    assert query_terms("*** ---") == []
+    assert len(query_terms(" ".join(f"w{i}" for i in range(50)))) == 8
+
+
+def test_newer_version_replaces_every_tag_of_the_photo(index, tag_value):
+    index.apply(records(tag_value("p", {"beach": 0.9, "sunset": 0.8}, version=1)), TOPICS)
+    index.apply(records(tag_value("p", {"snow": 0.7}, version=2), start=1), TOPICS)
+    assert index.search("beach") == [] and index.search("sunset") == []  # no stale version-1 tag remains
+    [hit] = index.search("snow")
+    assert (hit.photo_id, hit.model_version, hit.tags) == ("p", "2", [{"tag": "snow", "score": 0.7}])
+
+
+def test_older_version_never_overwrites_a_newer_one(index, tag_value):
+    index.apply(records(tag_value("p", {"snow": 0.7}, version=2)), TOPICS)
+    applied = index.apply(records(tag_value("p", {"beach": 0.9}, version=1), start=1), TOPICS)
+    assert applied.stale == 1 and applied.tag_events == 0
+    assert index.photo("p").model_version == "2" and index.search("beach") == []
+
+
+def test_versions_compare_as_numbers_not_strings(index, tag_value):
+    index.apply(records(tag_value("p", {"snow": 0.7}, version=10)), TOPICS)
+    index.apply(records(tag_value("p", {"beach": 0.9}, version=9), start=1), TOPICS)
+    assert index.photo("p").model_version == "10"
+
+
+def test_replaying_a_topic_changes_nothing(index, tag_value, tmp_path):
+    batch = records(
+        tag_value("a", {"beach": 0.9}), tag_value("b", {"sea": 0.8}), tag_value("a", {"sky": 0.5}, 2)
+    )
+    index.apply(batch, TOPICS)
+    before = (
+        sqlite3.connect(tmp_path / "index.sqlite")
+        .execute("SELECT * FROM photos ORDER BY photo_id")
+        .fetchall()
+    )
+    replay = index.apply(batch, TOPICS)
+    after = (
+        sqlite3.connect(tmp_path / "index.sqlite")
+        .execute("SELECT * FROM photos ORDER BY photo_id")
+        .fetchall()
+    )
+    assert replay.tag_events == 0 and replay.stale == 3
+    assert before == after and index.counts()["photos"] == 2
+
+
+def test_offsets_are_stored_with_the_batch_and_only_move_forward(index, tag_value):
+    index.apply(
+        records(tag_value("a", {"beach": 0.9}), tag_value("b", {"sea": 0.8}), partition=3, start=41), TOPICS
+    )
+    assert index.offsets() == {(TOPICS.tags, 3): 43}
+    index.apply(records(tag_value("a", {"beach": 0.9}), partition=3, start=10), TOPICS)  # a rewind
+    assert index.offsets() == {(TOPICS.tags, 3): 43}
+
+
+def test_a_failed_batch_leaves_neither_rows_nor_offsets(index, tag_value, monkeypatch):
+    def boom(*args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SearchIndex, "_upsert_upload", staticmethod(boom))
+    upload = orjson.dumps({"photo_id": "a", "url": "file:///x.jpg"})
+    with pytest.raises(sqlite3.OperationalError):
+        index.apply(
+            [Record(TOPICS.tags, 0, 0, tag_value("a", {"beach": 0.9})), Record(TOPICS.uploads, 0, 0, upload)],
+            TOPICS,
+        )
+    assert index.photo("a") is None and index.offsets() == {}
+
+
+def test_invalid_records_are_skipped_with_a_reason_and_their_offsets_consumed(index, tag_value):
+    bad = [b"not json", orjson.dumps({"photo_id": "x", "tags": [], "model": "tagger", "model_version": "v2",
+                                      "uploaded_at": "2026-01-01T00:00:00Z", "tagged_at": "2026-01-01T00:00:00Z"})]  # fmt: skip
+    applied = index.apply(records(*bad, tag_value("ok", {"sea": 0.5})), TOPICS)
+    assert applied.tag_events == 1 and len(applied.invalid) == 2
+    assert (
+        "not JSON" in applied.invalid[0]
+        and "'model_version' must be a positive integer" in applied.invalid[1]
+    )
+    assert "photo-tags[0]@1" in applied.invalid[1]
+    assert index.offsets() == {(TOPICS.tags, 0): 3}
+
+
+def test_uploads_give_photos_their_url_and_dead_letters_count_once_per_source(index):
+    upload = orjson.dumps(
+        {"photo_id": "a", "url": "file:///photos/a.jpg", "uploaded_at": "2026-01-01T00:00:00Z"}
+    )
+    letter = orjson.dumps(
+        {"photo_id": "z", "error": "not_found", "detail": "no such file", "at": "2026-01-01T00:00:00Z",
+         "source": {"topic": "photo-uploads", "partition": 1, "offset": 7}, "original": "{}", "original_encoding": "text"}
+    )  # fmt: skip
+    index.apply(records(upload, topic=TOPICS.uploads), TOPICS)
+    index.apply(records(letter, letter, topic=TOPICS.dlq), TOPICS)  # a redelivered dead letter
+    assert index.url_of("a") == "file:///photos/a.jpg" and index.url_of("zz") is None
+    counts = index.counts()
+    assert counts["dead_letters"] == 1 and counts["dead_letters_by_error"] == {"not_found": 1}
+
+
+def test_a_reader_sees_a_photo_entirely_at_one_version(index, tag_value, tmp_path):
+    index.apply(records(tag_value("p", {f"tag{i}": 0.5 for i in range(40)}, version=1)), TOPICS)
+    reader = SearchIndex(tmp_path / "index.sqlite", readonly=True)
+    seen: set[tuple[str, ...]] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            hit = reader.photo("p")
+            seen.add(tuple(sorted({t["tag"][:3] for t in hit.tags} | {hit.model_version})))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for version in range(2, 60):
+        prefix = "tag" if version % 2 else "alt"
+        index.apply(
+            records(tag_value("p", {f"{prefix}{i}": 0.5 for i in range(40)}, version), start=version), TOPICS
+        )
+    done.set()
+    thread.join()
+    reader.close()
+    assert all(len(s) == 2 for s in seen), seen  # one version's tags, never a mix
+
+
+def test_recent_lists_the_newest_tagged_first(index, tag_value):
+    index.apply(
+        records(
+            tag_value("old", {"sea": 0.5}, tagged_at="2026-01-01T00:00:01Z"),
+            tag_value("new", {"sea": 0.5}, tagged_at="2026-01-01T00:00:09Z"),
+        ),
+        TOPICS,
+    )
+    assert ids(index.recent()) == ["new", "old"]
+
+
+def test_counters_measure_new_photos_latency_but_not_retags(index, tag_value):
+    counters = LiveCounters(window_s=3600)
+    stamp = "2026-01-01T00:00:05Z"  # 5 s after the upload
+    index.apply(
+        records(tag_value("a", {"sea": 0.5}, tagged_at=stamp), tag_value("a", {"sea": 0.5}, 2, stamp)),
+        TOPICS,
+        counters,
+    )
+    snap = counters.snapshot(now=parse_rfc3339("2026-01-01T00:00:10Z").timestamp())
+    assert snap["tag_events"] == 2 and snap["latency_ms"] == {"p50": 5000, "p95": 5000}
+    assert snap["throughput_per_s"] == pytest.approx(2 / 5)
+
+
+def test_readonly_index_that_does_not_exist_says_how_to_build_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="darkroom index"):
+        SearchIndex(tmp_path / "nope.sqlite", readonly=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"[]", "expected a JSON object"),
+        (b'{"photo_id": "a"}', "'model' is required"),
+        (b'{"photo_id":"a","model":"m","model_version":"1","tags":{}}', "'tags' must be a list"),
+        (b'{"photo_id":"a","model":"m","model_version":"1","tags":[{"tag":"x","score":2}]}', "expected 0..1"),
+        (
+            b'{"photo_id":"a","model":"m","model_version":"1","tags":[],"uploaded_at":"x","tagged_at":"y"}',
+            "RFC 3339",
+        ),
+    ],
+)
+def test_bad_tag_events_are_rejected_naming_the_problem(value, message):
+    with pytest.raises(InvalidEvent, match=message):
+        parse_tag_event(value)
