@@ -90,7 +90,14 @@ def follow(
     message (None: follow forever) or once ``should_stop()`` is true. Partitions are assigned directly, not through a consumer group: a
     reader needs no group membership, starts at once and leaves no committed offsets behind."""
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "darkroom-tail", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "darkroom-tail",
+            "enable.auto.commit": False,
+            # Tansu can hold a fetch for the whole wait even when records arrive: keep it short, so that
+            # what a reader reports as "seen" is when the record was there, not up to 500 ms later.
+            "fetch.wait.max.ms": 20,
+        }
     )
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     metadata = consumer.list_topics(timeout=10)
