@@ -1,24 +1,40 @@
 """Export a checkpoint to ONNX (preprocessing inside the graph) and add it as a new version of a Triton model.
 
-A version folder holds everything that must change together: ``model.onnx`` (or ``model.plan``),
-``vocab.json``, ``thresholds.json`` and, for the CPU variant, ``model.py``. It is written aside and renamed
-into place, so Triton's repository poller never sees half a version.
+A version folder holds everything that must change together: weights, ``vocab.json``, ``thresholds.json``
+and ``model.py`` (the Python-backend model that turns scores into tags). Each folder is written aside and
+renamed into place, so Triton's repository poller never sees half a version.
+
+Two repository variants (``--target``):
+
+* ``cpu``: ``tagger/N/`` = ``model.py`` running ONNX Runtime on ``model.onnx`` (the embedded tritonserver).
+* ``gpu``: ``tagger_trt/N/model.plan`` (``platform: "tensorrt_plan"``, ``KIND_GPU``) and ``tagger/N/`` =
+  the same ``model.py``, which asks *version N* of ``tagger_trt`` for scores (BLS) and applies version N's
+  thresholds. The plan version is written first; ``tagger`` version N waits until it is loaded.
+
+``darkroom export --checkpoint ckpt.pt --repo triton_models --target cpu|gpu`` is :func:`main`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from trainer.serving import tagger_backend
 
 INPUT, SCORES, TAGS = tagger_backend.INPUT, tagger_backend.SCORES, tagger_backend.TAGS
+TARGETS = ("cpu", "gpu")
+PRECISIONS = ("fp32", "fp16", "int8")
+PLAN_SUFFIX = "_trt"  # the GPU variant's plan model is "<name>_trt"
+CHECKPOINT_KEYS = ("model", "state_dict", "input_size", "mean", "std", "vocab", "thresholds")
 
 
 @dataclass(frozen=True)
@@ -30,14 +46,83 @@ class ServingConfig:
     max_queue_delay_us: int = 2000
     instances: int = 1
     intra_op_threads: int = 2
-    num_versions: int = 1  # version policy: serve the latest N
+    num_versions: int = 1  # version policy "latest": serve the latest N
+    version_policy: str = "latest"  # latest | all | specific
+    specific_versions: tuple[int, ...] = field(default=())
+
+    def check(self) -> None:
+        """Raise ValueError naming the first option that Triton would refuse or silently ignore."""
+        if self.max_batch_size < 1:
+            raise ValueError(f"max batch size must be >= 1, got {self.max_batch_size}")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise ValueError(
+                f"preferred batch sizes {bad} are outside 1..{self.max_batch_size} (the max batch size)"
+            )
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max queue delay must be >= 0 microseconds, got {self.max_queue_delay_us}")
+        if self.instances < 1:
+            raise ValueError(f"instances must be >= 1, got {self.instances}")
+        if self.intra_op_threads < 0:
+            raise ValueError(f"intra-op threads must be >= 0 (0 = all cores), got {self.intra_op_threads}")
+        if self.version_policy not in ("latest", "all", "specific"):
+            raise ValueError(f"version policy {self.version_policy!r}: use latest:N, all or specific:1,2,...")
+        if self.version_policy == "latest" and self.num_versions < 1:
+            raise ValueError(f"version policy latest:N needs N >= 1, got {self.num_versions}")
+        if self.version_policy == "specific" and (
+            not self.specific_versions or min(self.specific_versions) < 1
+        ):
+            raise ValueError(
+                f"version policy specific needs versions >= 1, got {list(self.specific_versions)}"
+            )
+
+    def policy_pbtxt(self, extra_latest: int = 0) -> str:
+        """The ``version_policy`` line; ``extra_latest`` keeps that many more of the latest versions loaded."""
+        if self.version_policy == "all":
+            return "version_policy: { all { } }\n"
+        if self.version_policy == "specific":
+            listed = ", ".join(str(v) for v in self.specific_versions)
+            return f"version_policy: {{ specific {{ versions: [ {listed} ] }} }}\n"
+        return f"version_policy: {{ latest {{ num_versions: {self.num_versions + extra_latest} }} }}\n"
 
 
-def export_onnx(tagger: torch.nn.Module, path: Path, size: tuple[int, int], opset: int = 17) -> None:
-    """Write ``tagger`` (uint8 NHWC → probabilities) as ONNX with a dynamic batch axis."""
+def parse_version_policy(text: str) -> dict:
+    """``latest:N`` | ``all`` | ``specific:1,2`` → ServingConfig keyword arguments (ValueError if malformed)."""
+    kind, _, rest = text.partition(":")
+    try:
+        if kind == "latest":
+            return {"version_policy": "latest", "num_versions": int(rest or "1")}
+        if kind == "all" and not rest:
+            return {"version_policy": "all"}
+        if kind == "specific":
+            return {"version_policy": "specific", "specific_versions": tuple(int(v) for v in rest.split(","))}
+    except ValueError:
+        pass
+    raise ValueError(f"version policy {text!r}: use latest:N, all or specific:1,2,...")
+
+
+class _CastFirst(torch.nn.Module):
+    """Casts the uint8 input to float before anything else: TensorRT takes uint8 only as an input that is
+    converted at once (the Tagger transposes first). The numbers are identical."""
+
+    def __init__(self, tagger: torch.nn.Module) -> None:
+        super().__init__()
+        self.tagger = tagger
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tagger(images.float())
+
+
+def export_onnx(
+    tagger: torch.nn.Module, path: Path, size: tuple[int, int], opset: int = 17, cast_first: bool = False
+) -> None:
+    """Write ``tagger`` (uint8 NHWC → probabilities) as ONNX with a dynamic batch axis.
+
+    ``cast_first`` puts the uint8 → float cast at the very start of the graph (what TensorRT needs).
+    """
     example = torch.zeros(2, size[0], size[1], 3, dtype=torch.uint8)
     torch.onnx.export(
-        tagger.eval(),
+        (_CastFirst(tagger) if cast_first else tagger).eval(),
         (example,),
         str(path),
         input_names=[INPUT],
@@ -48,8 +133,20 @@ def export_onnx(tagger: torch.nn.Module, path: Path, size: tuple[int, int], opse
     )
 
 
-def model_config(name: str, target: str, size: tuple[int, int], serving: ServingConfig) -> str:
-    """The ``config.pbtxt`` of the CPU (Python backend + ONNX Runtime) or GPU (TensorRT plan) variant."""
+def model_config(
+    name: str,
+    target: str,
+    size: tuple[int, int],
+    serving: ServingConfig,
+    num_tags: int | None = None,
+    scores_model: str | None = None,
+) -> str:
+    """The ``config.pbtxt`` of a model.
+
+    ``cpu``: the Python-backend ``tagger`` (SCORES + TAGS). With ``scores_model`` it is the GPU variant's
+    front, which gets its scores from that plan model. ``gpu``: the TensorRT plan (SCORES only; its output
+    width is ``num_tags`` when known, since a plan has a fixed vocabulary size).
+    """
     if target == "cpu":
         head = f'name: "{name}"\nbackend: "python"\n'
         outputs = (
@@ -58,10 +155,15 @@ def model_config(name: str, target: str, size: tuple[int, int], serving: Serving
         )
         kind = "KIND_CPU"
         params = f'parameters {{ key: "intra_op_threads" value: {{ string_value: "{serving.intra_op_threads}" }} }}\n'
+        if scores_model:
+            params += f'parameters {{ key: "scores_model" value: {{ string_value: "{scores_model}" }} }}\n'
+        policy = serving.policy_pbtxt()
     elif target == "gpu":
         head = f'name: "{name}"\nplatform: "tensorrt_plan"\n'
-        outputs = f'  {{ name: "{SCORES}" data_type: TYPE_FP32 dims: [ -1 ] }}\n'
+        outputs = f'  {{ name: "{SCORES}" data_type: TYPE_FP32 dims: [ {num_tags or -1} ] }}\n'
         kind, params = "KIND_GPU", ""
+        # One version more than the front: during a rollout the front's old version still calls its plan.
+        policy = serving.policy_pbtxt(extra_latest=1)
     else:
         raise ValueError(f"unknown target {target!r}; choose cpu or gpu")
     preferred = ", ".join(str(b) for b in serving.preferred_batch_sizes if b <= serving.max_batch_size)
@@ -70,7 +172,7 @@ def model_config(name: str, target: str, size: tuple[int, int], serving: Serving
         + f"max_batch_size: {serving.max_batch_size}\n"
         + f'input [\n  {{ name: "{INPUT}" data_type: TYPE_UINT8 dims: [ {size[0]}, {size[1]}, 3 ] }}\n]\n'
         + f"output [\n{outputs}]\n"
-        + f"version_policy: {{ latest {{ num_versions: {serving.num_versions} }} }}\n"
+        + policy
         + f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
         + f"  max_queue_delay_microseconds: {serving.max_queue_delay_us}\n}}\n"
         + f"instance_group [ {{ kind: {kind} count: {serving.instances} }} ]\n"
@@ -92,16 +194,7 @@ def _config_input_size(config_text: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def write_version(
-    repo: Path, checkpoint: dict, name: str = "tagger", serving: ServingConfig | None = None
-) -> Path:
-    """Add version N+1 of model ``name`` (CPU variant) to ``repo`` from a checkpoint dict; return its folder."""
-    from trainer.train import load_tagger
-
-    serving = serving or ServingConfig()
-    size = tuple(checkpoint["input_size"])
-    model_dir = repo / name
-    model_dir.mkdir(parents=True, exist_ok=True)
+def _check_input_size(model_dir: Path, size: tuple[int, int]) -> None:
     config_path = model_dir / "config.pbtxt"
     if config_path.exists():
         served = _config_input_size(config_path.read_text())
@@ -110,30 +203,245 @@ def write_version(
                 f"{config_path} serves {served[0]}x{served[1]} inputs but this checkpoint takes "
                 f"{size[0]}x{size[1]}: versions of one model share the input size; export under another --name"
             )
-    version = (versions(model_dir) or [0])[-1] + 1
+
+
+def _write_config(model_dir: Path, text: str) -> None:
+    """Replace ``config.pbtxt`` atomically, and only if it changes: a changed config makes Triton's poller
+    reload every version of the model, an unchanged one lets it just add the new version."""
+    path = model_dir / "config.pbtxt"
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = model_dir / f".config.pbtxt.{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _staging(model_dir: Path, version: int) -> Path:
     staging = model_dir / f".staging-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    export_onnx(load_tagger(checkpoint), staging / "model.onnx", size)  # type: ignore[arg-type]
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, model_dir: Path, version: int) -> Path:
+    """Rename a finished version folder into place (atomic: the poller sees all of it or nothing)."""
+    target = model_dir / str(version)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ValueError(f"{target} appeared while exporting (another export?); nothing was added") from None
+    return target
+
+
+def _write_version_files(staging: Path, checkpoint: dict, size: tuple[int, int], extra: dict) -> None:
+    """``model.py``, ``vocab.json``, ``thresholds.json`` and ``metadata.json``: what one version serves."""
     shutil.copyfile(tagger_backend.__file__, staging / "model.py")
     vocab = dict(checkpoint["vocab"])
     (staging / "vocab.json").write_text(json.dumps(vocab, indent=1, ensure_ascii=False) + "\n")
     (staging / "thresholds.json").write_text(
         json.dumps({"tags": vocab["tags"], "thresholds": checkpoint["thresholds"]}, indent=1) + "\n"
     )
-    (staging / "metadata.json").write_text(
-        json.dumps(
-            {
-                "model": checkpoint["model"],
-                "metrics": checkpoint.get("metrics", {}),
-                "input_size": list(size),
-            },
-            indent=1,
-        )
-        + "\n"
+    metadata = {
+        "model": checkpoint["model"],
+        "metrics": checkpoint.get("metrics", {}),
+        "input_size": list(size),
+    }
+    (staging / "metadata.json").write_text(json.dumps({**metadata, **extra}, indent=1) + "\n")
+
+
+def write_version(
+    repo: Path,
+    checkpoint: dict,
+    name: str = "tagger",
+    serving: ServingConfig | None = None,
+    target: str = "cpu",
+    precision: str = "fp16",
+    calibration: np.ndarray | None = None,
+    build_plan: Callable[..., dict] | None = None,
+) -> Path:
+    """Add version N+1 of model ``name`` to ``repo`` from a checkpoint dict; return its folder.
+
+    ``target="gpu"`` also builds a TensorRT plan (``precision``; ``calibration`` = uint8 sample images for
+    INT8) into version N+1 of ``<name>_trt``. ``build_plan`` defaults to :func:`trainer.tensorrt.build_engine`.
+    """
+    from trainer.train import load_tagger
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose cpu or gpu")
+    serving = serving or ServingConfig()
+    serving.check()
+    size = tuple(checkpoint["input_size"])
+    model_dir = repo / name
+    plan_dir = repo / f"{name}{PLAN_SUFFIX}"
+    _check_input_size(model_dir, size)  # type: ignore[arg-type]
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # One number names the front and its plan, so take the next free number of both.
+    version = max([0, *versions(model_dir), *versions(plan_dir)]) + 1
+    staging = _staging(model_dir, version)
+    try:
+        onnx_path = staging / "model.onnx"
+        export_onnx(load_tagger(checkpoint), onnx_path, size, cast_first=target == "gpu")  # type: ignore[arg-type]
+        extra: dict = {"target": target}
+        scores_model = None
+        if target == "gpu":
+            extra["tensorrt"] = _write_plan_version(
+                plan_dir, version, onnx_path, checkpoint, size, serving, precision, calibration,
+                build_plan,
+            )  # fmt: skip
+            scores_model = plan_dir.name
+        _write_version_files(staging, checkpoint, size, extra)  # type: ignore[arg-type]
+        _write_config(model_dir, model_config(name, "cpu", size, serving, scores_model=scores_model))  # type: ignore[arg-type]
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _publish(staging, model_dir, version)
+
+
+def _write_plan_version(
+    plan_dir: Path,
+    version: int,
+    onnx_path: Path,
+    checkpoint: dict,
+    size: tuple[int, int],
+    serving: ServingConfig,
+    precision: str,
+    calibration: np.ndarray | None,
+    build_plan: Callable[..., dict] | None,
+) -> dict:
+    """Build ``model.plan`` from the ONNX file into version ``version`` of the plan model; its build report."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and (calibration is None or not len(calibration)):
+        raise ValueError("INT8 needs calibration images (--calibration-images DIR)")
+    if build_plan is None:
+        from trainer.tensorrt import build_engine as build_plan
+    _check_input_size(plan_dir, size)
+    num_tags = len(checkpoint["vocab"]["tags"])
+    config_path = plan_dir / "config.pbtxt"
+    served = (
+        re.search(rf'name: "{SCORES}" data_type: TYPE_FP32 dims: \[ (\d+) \]', config_path.read_text())
+        if config_path.exists()
+        else None
     )
-    tmp_config = model_dir / f".config.pbtxt.{os.getpid()}"
-    tmp_config.write_text(model_config(name, "cpu", size, serving))  # type: ignore[arg-type]
-    os.replace(tmp_config, config_path)
-    os.rename(staging, model_dir / str(version))
-    return model_dir / str(version)
+    if served and int(served[1]) != num_tags:
+        raise ValueError(
+            f"{config_path} serves {served[1]} tags but this checkpoint has {num_tags}: a plan's output width is "
+            "fixed in its config; export a new vocabulary under another --name"
+        )
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    staging = _staging(plan_dir, version)
+    try:
+        report = build_plan(
+            onnx_path, staging / "model.plan", max_batch=serving.max_batch_size, precision=precision,
+            calibration=calibration,
+        )  # fmt: skip
+        _write_config(plan_dir, model_config(plan_dir.name, "gpu", size, serving, num_tags=num_tags))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, plan_dir, version)
+    return report
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a training checkpoint (a plain dict); ValueError naming the file if it is not one."""
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise ValueError(f"{path} is not a PyTorch checkpoint: {type(exc).__name__}: {exc}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise ValueError(
+            f"{path} is not a Darkroom checkpoint (missing {', '.join(missing)}); see darkroom train"
+        )
+    return checkpoint
+
+
+def load_calibration_images(folder: Path, size: tuple[int, int], limit: int) -> np.ndarray:
+    """Up to ``limit`` images from ``folder`` decoded exactly as the worker decodes uploads (uint8 NHWC)."""
+    from stream.images import decode
+
+    if not folder.is_dir():
+        raise ValueError(f"calibration folder {folder} not found")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[
+        :limit
+    ]
+    if not paths:
+        raise ValueError(f"no .jpg/.png/.webp images in calibration folder {folder}")
+    return np.stack([decode(p.read_bytes(), (size[1], size[0]), 50_000_000) for p in paths])
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 8,16,32, got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="darkroom export",
+        description="Export a checkpoint as version N+1 of a Triton model (vocabulary and thresholds included).",
+    )
+    defaults = ServingConfig()
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt from darkroom train")
+    parser.add_argument("--repo", type=Path, default=Path("triton_models"), help="Triton model repository")
+    parser.add_argument("--name", default="tagger", help="model name (default tagger)")
+    parser.add_argument("--target", choices=TARGETS, default="cpu",
+                        help="cpu: Python backend + ONNX Runtime; gpu: TensorRT plan + thresholding front")  # fmt: skip
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--preferred-batch-sizes", type=_batch_sizes, default=defaults.preferred_batch_sizes,
+                        metavar="B,B,...", help="dynamic batching's preferred sizes (default 8,16,32)")  # fmt: skip
+    parser.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us)
+    parser.add_argument("--instances", type=int, default=defaults.instances, help="instance_group count")
+    parser.add_argument("--intra-op-threads", type=int, default=defaults.intra_op_threads,
+                        help="ONNX Runtime threads per CPU instance (0 = all cores)")  # fmt: skip
+    parser.add_argument("--version-policy", default="latest:1", metavar="POLICY",
+                        help="latest:N (default latest:1), all, or specific:1,2,...")  # fmt: skip
+    parser.add_argument("--precision", choices=PRECISIONS, help="TensorRT precision (gpu; default fp16)")
+    parser.add_argument("--calibration-images", type=Path, metavar="DIR", help="sample photos for INT8 (gpu)")
+    parser.add_argument("--calibration-count", type=int, default=512, help="at most this many (default 512)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``darkroom export``: print the new version folder; exit 2 with one line naming the problem."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        serving = ServingConfig(
+            max_batch_size=args.max_batch_size,
+            preferred_batch_sizes=args.preferred_batch_sizes,
+            max_queue_delay_us=args.max_queue_delay_us,
+            instances=args.instances,
+            intra_op_threads=args.intra_op_threads,
+            **parse_version_policy(args.version_policy),
+        )
+        serving.check()
+        checkpoint = load_checkpoint(args.checkpoint)
+        calibration = None
+        if args.target == "gpu":
+            from trainer.tensorrt import TensorRTUnavailable, require_tensorrt
+
+            try:
+                require_tensorrt()
+            except TensorRTUnavailable as exc:
+                raise ValueError(f"--target gpu: {exc}") from None
+            if args.calibration_images:
+                calibration = load_calibration_images(
+                    args.calibration_images, tuple(checkpoint["input_size"]), args.calibration_count
+                )
+        elif args.calibration_images or args.precision:
+            raise ValueError("--precision and --calibration-images apply to --target gpu only")
+        version_dir = write_version(
+            args.repo, checkpoint, args.name, serving, args.target, args.precision or "fp16", calibration
+        )
+    except (ValueError, OSError) as exc:
+        parser.exit(2, f"darkroom export: error: {exc}\n")
+    print(f"added {version_dir} ({args.target})")
+    return 0

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import numpy as np
 import onnx
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from stream.images import decode
-from trainer.export import ServingConfig, model_config, versions, write_version
+from trainer.export import ServingConfig, model_config, parse_version_policy, versions, write_version
+from trainer.export import main as export_main
 from trainer.serving.tagger_backend import encode_tags, select_tags
 from trainer.train import load_tagger
 
@@ -77,7 +79,12 @@ def test_new_version_is_added_beside_the_old_and_size_mismatch_is_refused(model_
 
 
 def test_config_declares_dynamic_batching_and_instances():
-    text = model_config("tagger", "cpu", (96, 96), ServingConfig(max_batch_size=32, instances=2, preferred_batch_sizes=(8, 64)))
+    text = model_config(
+        "tagger",
+        "cpu",
+        (96, 96),
+        ServingConfig(max_batch_size=32, instances=2, preferred_batch_sizes=(8, 64)),
+    )
     assert "max_batch_size: 32" in text and "preferred_batch_size: [ 8 ]" in text and "count: 2" in text
     assert 'platform: "tensorrt_plan"' in model_config("tagger", "gpu", (96, 96), ServingConfig())
     with pytest.raises(ValueError, match="unknown target"):
@@ -90,3 +97,132 @@ def test_select_tags_applies_per_tag_thresholds_sorted_by_score():
     assert selected == [[("sea", 0.9), ("sky", 0.2)], [("sky", 0.1)]]
     encoded = encode_tags(selected)
     assert encoded.shape == (2, 1) and json.loads(encoded[0, 0]) == [["sea", 0.9], ["sky", 0.2]]
+
+
+# -- the repository writer and `darkroom export` -----------------------------------------------------------
+def fake_plan_builder(calls: list):
+    """Stands in for TensorRT where there is none: records the call and writes a placeholder plan."""
+
+    def build(onnx_path, plan_path, max_batch, precision, calibration):
+        calls.append(
+            {"onnx": onnx_path, "max_batch": max_batch, "precision": precision, "calibration": calibration}
+        )
+        plan_path.write_bytes(b"plan built from " + onnx_path.name.encode())
+        return {"precision": precision, "max_batch": max_batch}
+
+    return build
+
+
+def test_export_cli_adds_the_next_version_with_the_serving_options(synthetic_model, model_repo, capsys):
+    ckpt = synthetic_model / "checkpoint" / "checkpoint.pt"
+    argv = ["--checkpoint", str(ckpt), "--repo", str(model_repo), "--max-batch-size", "32",
+            "--preferred-batch-sizes", "4,16", "--max-queue-delay-us", "500", "--instances", "2",
+            "--version-policy", "latest:2"]  # fmt: skip
+    assert export_main(argv) == 0
+    assert f"{model_repo / 'tagger' / '2'}" in capsys.readouterr().out
+    assert versions(model_repo / "tagger") == [1, 2]
+    config = (model_repo / "tagger" / "config.pbtxt").read_text()
+    for line in ("max_batch_size: 32", "preferred_batch_size: [ 4, 16 ]", "max_queue_delay_microseconds: 500",
+                 "count: 2", "latest { num_versions: 2 }"):  # fmt: skip
+        assert line in config
+    thresholds = json.loads((model_repo / "tagger" / "2" / "thresholds.json").read_text())
+    assert thresholds["tags"] == json.loads((model_repo / "tagger" / "2" / "vocab.json").read_text())["tags"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preferred-batch-sizes", "8,128"], "preferred batch sizes [128] are outside 1..64"),
+        (["--version-policy", "newest"], "version policy 'newest'"),
+        (["--version-policy", "specific:"], "version policy 'specific:'"),
+        (["--instances", "0"], "instances must be >= 1"),
+        (["--precision", "int8"], "apply to --target gpu only"),
+        (["--target", "gpu"], "--target gpu: needs"),
+    ],
+)
+def test_export_cli_names_the_bad_option_without_a_traceback(
+    synthetic_model, model_repo, capsys, extra, message
+):
+    if extra == ["--target", "gpu"]:
+        pytest.importorskip("torch")
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA: --target gpu may be valid here")
+    ckpt = synthetic_model / "checkpoint" / "checkpoint.pt"
+    with pytest.raises(SystemExit) as exit_:
+        export_main(["--checkpoint", str(ckpt), "--repo", str(model_repo), *extra])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+    assert versions(model_repo / "tagger") == [1]
+
+
+def test_export_cli_refuses_a_missing_or_foreign_checkpoint(model_repo, tmp_path, capsys):
+    for path, message in [
+        (tmp_path / "nope.pt", "not found"),
+        (tmp_path / "other.pt", "not a Darkroom checkpoint"),
+    ]:
+        if path.name == "other.pt":
+            torch.save({"weights": 1}, path)
+        with pytest.raises(SystemExit):
+            export_main(["--checkpoint", str(path), "--repo", str(model_repo)])
+        err = capsys.readouterr().err
+        assert f"darkroom export: error: {path}" in err or str(path) in err
+        assert message in err and "Traceback" not in err
+
+
+def test_version_policies_render_as_triton_expects():
+    assert "all { }" in model_config("t", "cpu", (96, 96), ServingConfig(**parse_version_policy("all")))
+    specific = ServingConfig(**parse_version_policy("specific:1,3"))
+    assert "specific { versions: [ 1, 3 ] }" in model_config("t", "cpu", (96, 96), specific)
+    # the plan keeps one version more, so the front's outgoing version still finds its plan
+    assert "latest { num_versions: 2 }" in model_config("t", "gpu", (96, 96), ServingConfig())
+
+
+def test_unchanged_config_is_not_rewritten_so_triton_only_adds_the_version(model_repo, checkpoint):
+    config = model_repo / "tagger" / "config.pbtxt"
+    before = config.stat().st_mtime_ns
+    time.sleep(0.01)
+    write_version(model_repo, checkpoint)
+    assert config.stat().st_mtime_ns == before
+
+
+def test_gpu_target_writes_the_plan_and_a_front_that_pins_the_same_version(
+    model_repo, checkpoint, real_images
+):
+    calls: list = []
+    front = write_version(model_repo, checkpoint, target="gpu", precision="int8", calibration=real_images,
+                          build_plan=fake_plan_builder(calls))  # fmt: skip
+    plan_model = model_repo / "tagger_trt"
+    assert front == model_repo / "tagger" / "2" and versions(plan_model) == [2]
+    assert (plan_model / "2" / "model.plan").read_bytes() == b"plan built from model.onnx"
+    [call] = calls
+    assert call["precision"] == "int8" and call["max_batch"] == 64 and call["calibration"] is real_images
+    plan_config = (plan_model / "config.pbtxt").read_text()
+    num_tags = len(checkpoint["vocab"]["tags"])
+    assert 'platform: "tensorrt_plan"' in plan_config and "KIND_GPU" in plan_config
+    assert f'name: "SCORES" data_type: TYPE_FP32 dims: [ {num_tags} ]' in plan_config
+    front_config = (model_repo / "tagger" / "config.pbtxt").read_text()
+    assert 'key: "scores_model" value: { string_value: "tagger_trt" }' in front_config
+    assert {p.name for p in front.iterdir()} >= {"model.py", "vocab.json", "thresholds.json", "model.onnx"}
+    assert json.loads((front / "metadata.json").read_text())["tensorrt"]["precision"] == "int8"
+    # TensorRT takes uint8 only as an input cast at once: the graph it is built from starts with that cast
+    graph = onnx.load(str(front / "model.onnx")).graph
+    assert graph.node[0].op_type == "Cast" and graph.node[0].input[0] == "IMAGE"
+    cpu = ort.InferenceSession(
+        str(model_repo / "tagger" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    gpu = ort.InferenceSession(str(front / "model.onnx"), providers=["CPUExecutionProvider"])
+    diff = cpu.run(["SCORES"], {"IMAGE": real_images})[0] - gpu.run(["SCORES"], {"IMAGE": real_images})[0]
+    assert np.abs(diff).max() < 1e-6
+
+
+def test_a_failed_plan_build_adds_no_version(model_repo, checkpoint):
+    def broken(*args, **kwargs):
+        raise RuntimeError("TensorRT failed to build an engine")
+
+    with pytest.raises(RuntimeError, match="failed to build"):
+        write_version(model_repo, checkpoint, target="gpu", build_plan=broken)
+    assert versions(model_repo / "tagger") == [1] and versions(model_repo / "tagger_trt") == []
+    leftovers = [p for d in model_repo.iterdir() for p in d.iterdir() if p.name.startswith(".")]
+    assert not leftovers
+    with pytest.raises(ValueError, match="INT8 needs calibration images"):
+        write_version(model_repo, checkpoint, target="gpu", precision="int8", build_plan=broken)

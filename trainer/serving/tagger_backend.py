@@ -1,20 +1,29 @@
-"""Triton Python-backend model ``tagger`` (CPU variant): ONNX Runtime + this version's vocabulary and thresholds.
+"""Triton Python-backend model ``tagger``: per-tag scores + this version's vocabulary and thresholds → TAGS.
 
-The exporter copies this file into each version folder as ``model.py``. The numeric code is in plain
-functions (``select_tags``, ``encode_tags``) that tests import without Triton. Every file this model reads
-lives in its own version folder, so scores, vocabulary and thresholds always change together.
+The exporter copies this file into each version folder as ``model.py``. Both repository variants use it:
+
+* CPU variant: scores come from ONNX Runtime on the version's own ``model.onnx``.
+* GPU variant: the config parameter ``scores_model`` names a TensorRT-plan model (``tagger_trt``); scores
+  come from *the same version number* of that model through a BLS call, so a version of ``tagger`` always
+  pairs its thresholds and vocabulary with the weights exported beside them, never with "the latest plan".
+
+The numeric code is in plain functions (``select_tags``, ``encode_tags``) that tests import without Triton.
+Every file this model reads lives in its own version folder, so scores, vocabulary and thresholds always
+change together.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 
 INPUT = "IMAGE"
 SCORES = "SCORES"
 TAGS = "TAGS"
+SCORES_MODEL_READY_S = 120.0  # how long a new GPU-variant version waits for its plan to load
 
 
 def select_tags(scores: np.ndarray, tags: list[str], thresholds: np.ndarray) -> list[list[tuple[str, float]]]:
@@ -32,10 +41,63 @@ def encode_tags(selected: list[list[tuple[str, float]]]) -> np.ndarray:
     return np.array([[json.dumps(row, separators=(",", ":")).encode()] for row in selected], dtype=np.object_)
 
 
-class TritonPythonModel:
-    def initialize(self, args: dict) -> None:
+class OnnxScores:
+    """Scores from ONNX Runtime on the version's ``model.onnx`` (CPU variant)."""
+
+    def __init__(self, version_dir: str, intra_op_threads: int) -> None:
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            os.path.join(version_dir, "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([SCORES], {INPUT: images})[0]
+
+
+class PlanScores:
+    """Scores from version ``version`` of the TensorRT-plan model ``model`` through BLS (GPU variant)."""
+
+    def __init__(self, model: str, version: str) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.pb = pb_utils
+        self.model, self.version = model, int(version)
+        deadline = time.monotonic() + SCORES_MODEL_READY_S
+        while True:  # exported together, but loaded independently: wait for this version's plan
+            try:
+                if pb_utils.is_model_ready(model, version):
+                    return
+            except pb_utils.TritonModelException:
+                # "Server not ready": the server is starting, and it loads every model (the plan included)
+                # before it serves; waiting here would hold up the very start it waits for.
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"scores model {model} version {version} not ready after {SCORES_MODEL_READY_S}s"
+                )
+            time.sleep(0.5)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        pb = self.pb
+        request = pb.InferenceRequest(
+            model_name=self.model,
+            model_version=self.version,
+            inputs=[pb.Tensor(INPUT, images)],
+            requested_output_names=[SCORES],
+            preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0),
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.model} v{self.version}: {response.error().message()}")
+        return pb.get_output_tensor_by_name(response, SCORES).as_numpy()
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -43,19 +105,17 @@ class TritonPythonModel:
             self.tags = json.load(fh)["tags"]
         with open(os.path.join(version_dir, "thresholds.json")) as fh:
             self.thresholds = np.asarray(json.load(fh)["thresholds"], dtype=np.float32)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            os.path.join(version_dir, "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        if params.get("scores_model"):
+            self.scores = PlanScores(params["scores_model"], args["model_version"])
+        else:
+            self.scores = OnnxScores(version_dir, int(params.get("intra_op_threads", "0")))
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb_utils
 
         arrays = [pb_utils.get_input_tensor_by_name(r, INPUT).as_numpy() for r in requests]
         try:
-            scores = self.session.run([SCORES], {INPUT: np.concatenate(arrays)})[0]
+            scores = self.scores(np.concatenate(arrays))
         except Exception as exc:  # one bad request must not fail the others: retry each alone
             if len(requests) == 1:
                 return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tagger: {exc}"))]
