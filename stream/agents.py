@@ -46,7 +46,8 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Outputs of the uploads that are ready are published after at most this long, however slow the rest of
-#: their batch: a straggler delays only itself (its offset still commits with its batch).
+#: their batch: a straggler delays only itself (its offset still commits with its batch). Ready uploads are
+#: sent to Triton sooner, as soon as ``infer_batch_size`` of them are decoded.
 STRAGGLER_S = 1.0
 HEALTH_INTERVAL_S = 2.0
 EXIT_UNCOMMITTED = 70  # exit status when the worker stops on purpose without committing its batch
@@ -88,12 +89,20 @@ class Tagger:
         try:
             tasks = {asyncio.ensure_future(self._load(e, model_input)): e for e in events}
             pending: list[asyncio.Future] = []
+            ready: list[tuple[faust.EventT, tuple[Upload, np.ndarray] | PermanentError]] = []
+            first_ready_at = 0.0
+            loop = asyncio.get_running_loop()
             while tasks:
-                done, _ = await asyncio.wait(tasks, timeout=STRAGGLER_S)
-                if not done:  # only stragglers left: publish each as soon as it is ready
-                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                ready = [(tasks.pop(t), t.result()) for t in done]
-                pending += await self._publish(ready, model_input)
+                # Decoding goes on in the pool while a chunk is with Triton: a batch of events is
+                # inferred in chunks as soon as each is decoded, so decode and inference overlap.
+                wait = None if not ready else max(0.0, first_ready_at + STRAGGLER_S - loop.time())
+                done, _ = await asyncio.wait(tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if done and not ready:
+                    first_ready_at = loop.time()
+                ready += [(tasks.pop(t), t.result()) for t in done]
+                if len(ready) >= self.settings.infer_batch_size or not tasks or not done:
+                    pending += await self._publish(ready, model_input)
+                    ready = []
             await asyncio.gather(*pending)  # the broker acknowledged every output: offsets may now move
         finally:
             metrics.IN_FLIGHT.dec(len(events))

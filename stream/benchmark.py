@@ -419,7 +419,11 @@ def run(args: argparse.Namespace) -> dict:
     console.rule("offline ceiling")
     offline = bench_offline(paths, repo / "tagger" / "1" / "model.onnx", (w, h), args.quick)
     console.rule("streaming")
-    env = {"DARKROOM_BATCH_SIZE": str(args.batch_size), "DARKROOM_DECODE_THREADS": str(args.decode_threads)}
+    env = {
+        "DARKROOM_BATCH_SIZE": str(args.batch_size),
+        "DARKROOM_INFER_BATCH_SIZE": str(args.infer_batch_size),
+        "DARKROOM_DECODE_THREADS": str(args.decode_threads),
+    }
     stream = bench_stream(paths, repo, run_dir / "stack", plan, args.workers, env)
     console.rule("naive baseline")
     naive = bench_naive(paths[: plan.naive_photos], checkpoint, repo, run_dir / "naive")
@@ -451,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--photos", type=int, help="workload size (default 2000; 200 with --quick)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the streaming run")
-    parser.add_argument("--batch-size", type=int, default=16, help="worker micro-batch size")
+    parser.add_argument("--batch-size", type=int, default=64, help="worker micro-batch size (events)")
+    parser.add_argument("--infer-batch-size", type=int, default=16, help="images per Triton request")
     parser.add_argument("--decode-threads", type=int, default=2, help="worker decode threads")
     parser.add_argument("--checkpoint", type=Path, default=Path("data/synthetic/checkpoint/checkpoint.pt"))
     parser.add_argument("--workdir", type=Path, default=Path("data/synthetic"))

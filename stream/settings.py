@@ -28,7 +28,10 @@ class Settings:
     group_id: str = field(default="darkroom-tagger", metadata={"env": "DARKROOM_GROUP_ID"})
     triton_grpc: str = field(default="127.0.0.1:8001", metadata={"env": "DARKROOM_TRITON_GRPC"})
     model_name: str = field(default="tagger", metadata={"env": "DARKROOM_MODEL_NAME"})
-    batch_size: int = field(default=16, metadata={"env": "DARKROOM_BATCH_SIZE"})
+    batch_size: int = field(default=64, metadata={"env": "DARKROOM_BATCH_SIZE"})  # events per micro-batch
+    infer_batch_size: int = field(
+        default=16, metadata={"env": "DARKROOM_INFER_BATCH_SIZE"}
+    )  # per Triton call
     batch_window_s: float = field(default=0.02, metadata={"env": "DARKROOM_BATCH_WINDOW_S"})
     decode_threads: int = field(default=2, metadata={"env": "DARKROOM_DECODE_THREADS"})
     file_roots: str = field(default="", metadata={"env": "DARKROOM_FILE_ROOTS"})
@@ -72,6 +75,8 @@ class Settings:
         """Reject values that would only fail later, far from their cause."""
         if self.batch_size < 1:
             raise SettingsError(f"DARKROOM_BATCH_SIZE must be >= 1, got {self.batch_size}")
+        if self.infer_batch_size < 1:
+            raise SettingsError(f"DARKROOM_INFER_BATCH_SIZE must be >= 1, got {self.infer_batch_size}")
         if self.batch_window_s < 0:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
         if self.decode_threads < 1:
