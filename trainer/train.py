@@ -1,29 +1,51 @@
 """Train a multi-label tagger on noisy user tags, evaluate on clean labels, calibrate per-tag thresholds.
 
-Read top to bottom: ``load_data`` → ``train_one_epoch`` / ``evaluate`` → ``calibrate`` → ``main``.
+Read top to bottom: the loss → ``load_data`` → ``train_one_epoch`` / ``fit`` → ``evaluate`` → ``main``.
 Photos go through the worker's own decode (``stream.images.decode``), so training sees exactly the pixels
 that serving will.
+
+**Loss.** User tags miss ~40% of what a photo shows, so most "negatives" of a concept are cheap but some
+are really missing positives. The default ``asl`` is the asymmetric loss of Ridnik et al. (ICCV 2021):
+positives keep plain log-loss, negatives are focused (``(p - m)^γ`` with γ=2) and shifted by a margin
+``m`` = 0.05. Easy negatives then contribute nothing, and a confident "negative" (a likely missing tag) has
+its gradient damped instead of growing the way BCE's does, so the model is not taught to un-see what
+uploaders forgot to tag. ``bce`` is kept for comparison; ``softmax`` (cross-entropy over single labels) is
+for the object-centric pretraining set.
+
+**Optimizer.** AdamW with a one-cycle schedule (warm-up, then cosine decay): robust for small CNNs with
+BatchNorm at a fixed epoch budget, no tuning per dataset size.
+
+**Scale-out.** Under ``torchrun`` (``WORLD_SIZE`` > 1) the network is wrapped in DistributedDataParallel on
+the gloo backend (CPU); each rank trains on its own slice of every epoch and rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
+import os
+import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress, track
+import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from stream.images import decode
-from trainer.metrics import average_precision, calibrate_thresholds
+from trainer.data.manifest import ManifestError, PhotoSet, load_photo_set
+from trainer.metrics import average_precision, calibrate_thresholds, precision_recall_at_k
 from trainer.models import create_model
 from trainer.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Tagger
 from trainer.vocab.vocabulary import Vocabulary
+
+LOSSES = ("asl", "bce", "softmax")
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -39,6 +61,8 @@ class TrainConfig:
     target_precision: float = 0.9
     seed: int = 0
     threads: int = 2
+    loss: str = "asl"
+    init_from: str = ""  # a checkpoint whose backbone starts this training (fine-tuning); its head is new
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -48,63 +72,214 @@ class TrainConfig:
             raise ValueError(
                 f"unknown training option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
             )
-        return cls(**values)
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Refuse values that would fail later or silently train nothing, naming the option."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"option loss={self.loss!r}: choose one of {', '.join(LOSSES)}")
+        for name in ("size", "epochs", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"option {name}={getattr(self, name)!r} must be at least 1")
+        if self.lr <= 0:
+            raise ValueError(f"option lr={self.lr!r} must be positive")
+        if not 0 < self.target_precision <= 1:
+            raise ValueError(f"option target_precision={self.target_precision!r} must be in (0, 1]")
+        if self.init_from and not Path(self.init_from).is_file():
+            raise ValueError(f"option init_from={self.init_from!r}: no such checkpoint file")
 
 
-@dataclass
-class PhotoSet:
-    images: np.ndarray  # uint8 [N, H, W, 3]
-    user_targets: np.ndarray  # float32 [N, K] from noisy user tags
-    clean_targets: np.ndarray | None  # float32 [N, K] from clean labels, where the manifest has them
-    skipped: list[tuple[str, str]]  # (path, reason) of unreadable entries
+def asymmetric_loss(
+    logits: torch.Tensor, targets: torch.Tensor, gamma_neg: float = 2.0, margin: float = 0.05
+) -> torch.Tensor:
+    """Asymmetric loss (ASL): log-loss on positives; shifted, focused log-loss on negatives."""
+    p = torch.sigmoid(logits)
+    p_neg = (p - margin).clamp(min=0)
+    positive = targets * torch.log(p.clamp(min=1e-8))
+    negative = (1 - targets) * p_neg.pow(gamma_neg) * torch.log((1 - p_neg).clamp(min=1e-8))
+    return -(positive + negative).mean()
 
 
-def load_data(manifest: Path, vocab: Vocabulary, size: int) -> PhotoSet:
-    """Decode every photo of a JSONL manifest; unreadable entries are skipped and listed, not fatal."""
-    images, user, clean, skipped = [], [], [], []
-    has_clean = True
-    lines = manifest.read_text().splitlines()
-    for line in track(lines, description=f"decoding {manifest.parent.name}", transient=True):
-        record = json.loads(line)
-        path = manifest.parent / record["path"]
-        try:
-            images.append(decode(path.read_bytes(), (size, size), max_pixels=50_000_000))
-        except Exception as exc:  # noqa: BLE001 - any unreadable photo is skipped and reported
-            skipped.append((str(path), str(exc)))
-            continue
-        user.append(vocab.encode(record.get("user_tags", [])))
-        if "labels" in record:
-            clean.append(vocab.encode(record["labels"]))
-        else:
-            has_clean = False
-    if not images:
-        raise ValueError(f"{manifest}: no readable photos")
-    return PhotoSet(np.stack(images), np.stack(user), np.stack(clean) if has_clean else None, skipped)
+def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss named by ``TrainConfig.loss`` (see the module docstring for why ``asl``)."""
+    if name == "asl":
+        return asymmetric_loss
+    if name == "bce":
+        return nn.functional.binary_cross_entropy_with_logits
+    return nn.functional.cross_entropy  # softmax: one-hot targets of single-label classes
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); joins the gloo process group when launched by ``torchrun`` with >1 process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def load_data(
+    manifest: Path, vocab: Vocabulary, size: int, split: str | None = None, cache_dir: Path | None = None
+) -> PhotoSet:
+    """Decode every photo of a JSONL manifest (cached per resolution); unreadable ones are skipped, listed."""
+    return load_photo_set(manifest, vocab.encode, size, split=split, cache_dir=cache_dir)
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches ``array_batches`` yields for ``n`` photos: a last batch under half size is dropped."""
+    return max(1, n // batch_size + (1 if n % batch_size * 2 >= batch_size else 0))
+
+
+def array_batches(
+    images: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int,
+    gen: torch.Generator,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One shuffled epoch of in-memory photos; under DDP every rank takes an equal slice of one order.
+
+    A last batch under half the batch size is dropped (a few photos make BatchNorm statistics noise).
+    """
+    order = torch.randperm(len(images), generator=gen)
+    per_rank = len(order) // world
+    order = order[rank * per_rank : (rank + 1) * per_rank]
+    images_t, targets_t = torch.from_numpy(images), torch.from_numpy(targets)
+    for start in range(0, batches_per_epoch(len(order), batch_size) * batch_size, batch_size):
+        idx = order[start : start + batch_size]
+        yield images_t[idx], targets_t[idx]
 
 
 def train_one_epoch(
-    model: Tagger, data: PhotoSet, opt: torch.optim.Optimizer, sched, batch_size: int, gen: torch.Generator
-) -> float:  # type: ignore[no-untyped-def]
+    model: Tagger,
+    step_net: nn.Module,
+    batches: Batches,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    gen: torch.Generator,
+    on_step: Callable[[float], None] = lambda loss: None,
+) -> float:
+    """One pass over ``batches`` with horizontal flips; returns the mean loss."""
     model.train()
-    order = torch.randperm(len(data.images), generator=gen)
-    images, targets = torch.from_numpy(data.images), torch.from_numpy(data.user_targets)
-    total = 0.0
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        x = images[idx]
-        flip = torch.rand(len(idx), generator=gen) < 0.5  # horizontal flips keep every label true
+    total, count = 0.0, 0
+    for images, targets in batches:
+        x = images.clone()
+        flip = torch.rand(len(x), generator=gen) < 0.5  # horizontal flips keep every label true
         x[flip] = x[flip].flip(2)
-        loss = nn.functional.binary_cross_entropy_with_logits(model.logits(x), targets[idx])
+        loss = loss_fn(step_net(model.normalize(x)), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        total += loss.item() * len(idx)
-    return total / len(order)
+        total += loss.item() * len(x)
+        count += len(x)
+        on_step(loss.item())
+    return total / max(1, count)
+
+
+def build_tagger(config: TrainConfig, num_classes: int, tags: list[str] | None = None) -> Tagger:
+    """A fresh network, or one that starts from ``config.init_from``: its backbone always, and its head
+    too when it predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean labels of the same
+    vocabulary keeps what the head learned; another label space gets a new head)."""
+    net = create_model(config.model, num_classes=num_classes)
+    if config.init_from:
+        source = torch.load(config.init_from, map_location="cpu", weights_only=False)
+        if source.get("model") != config.model:
+            raise ValueError(
+                f"option init_from={config.init_from!r} holds a {source.get('model')!r}, not a {config.model!r}"
+            )
+        same_tags = tags is not None and source.get("vocab", {}).get("tags") == list(tags)
+        backbone = {k: v for k, v in source["state_dict"].items() if same_tags or not k.startswith("head.")}
+        missing, unexpected = net.load_state_dict(backbone, strict=False)
+        if unexpected or any(not k.startswith("head.") for k in missing):
+            raise ValueError(
+                f"option init_from={config.init_from!r}: its backbone does not fit {config.model}"
+            )
+    return Tagger(net)
+
+
+def fit(
+    model: Tagger,
+    epoch_batches: Callable[[int, torch.Generator], Batches],
+    steps_per_epoch: int,
+    config: TrainConfig,
+    state_path: Path | None = None,
+    resume: bool = False,
+    until_epoch: int | None = None,
+    label: str = "",
+) -> list[float]:
+    """Train ``model`` for ``config.epochs``; returns the loss per epoch.
+
+    With ``state_path`` the full training state (weights, optimizer, schedule, random generators) is saved
+    after every epoch; ``resume`` continues from it; ``until_epoch`` stops early (a budgeted run that a
+    later ``resume`` finishes). Under DDP the gradients are averaged across ranks.
+    """
+    rank, world = distributed()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    step_net: nn.Module = model.net
+    if world > 1:
+        step_net = nn.parallel.DistributedDataParallel(model.net)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch), pct_start=0.15
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    start_epoch = 0
+    if resume:
+        if state_path is None or not state_path.is_file():
+            raise ValueError(f"--resume: no training state at {state_path}; train without --resume first")
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"--resume: {state_path} was trained with other options: {state['config']}")
+        model.net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, losses = state["epoch"], state["losses"]
+    last = config.epochs if until_epoch is None else min(config.epochs, until_epoch)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True, disable=rank != 0) as progress:
+        task = progress.add_task(
+            label or f"training {config.model}", total=(last - start_epoch) * steps_per_epoch
+        )
+        for epoch in range(start_epoch, last):
+
+            def on_step(loss: float, epoch: int = epoch) -> None:
+                progress.update(
+                    task, advance=1, description=f"{label} epoch {epoch + 1}/{config.epochs} loss {loss:.4f}"
+                )
+
+            batches = epoch_batches(epoch, gen)
+            losses.append(
+                train_one_epoch(
+                    model, step_net, batches, loss_function(config.loss), opt, sched, gen, on_step
+                )
+            )
+            if state_path is not None and rank == 0:
+                state = {
+                    "epoch": epoch + 1,
+                    "losses": losses,
+                    "net": model.net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "gen": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "config": dataclasses.asdict(config),
+                }
+                torch.save(state, state_path.with_suffix(".tmp"))
+                os.replace(state_path.with_suffix(".tmp"), state_path)
+    return losses
 
 
 @torch.no_grad()
 def predict(model: Tagger, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Per-tag probabilities of uint8 NHWC ``images``."""
     model.eval()
     return np.concatenate(
         [
@@ -115,34 +290,26 @@ def predict(model: Tagger, images: np.ndarray, batch_size: int = 256) -> np.ndar
 
 
 def evaluate(scores: np.ndarray, targets: np.ndarray, tags: list[str]) -> dict:
-    """mAP and per-tag AP against ``targets`` (clean labels where available)."""
+    """mAP, per-tag AP and precision/recall@k against ``targets`` (clean labels)."""
     per_tag = {t: average_precision(scores[:, i], targets[:, i]) for i, t in enumerate(tags)}
     valid = [ap for ap in per_tag.values() if not np.isnan(ap)]
-    return {"mAP": float(np.mean(valid)) if valid else float("nan"), "per_tag_ap": per_tag}
+    at_k = {}
+    for k in (1, 3, 5):
+        p, r = precision_recall_at_k(scores, targets, min(k, scores.shape[1]))
+        at_k[f"P@{k}"], at_k[f"R@{k}"] = p, r
+    return {"mAP": float(np.mean(valid)) if valid else float("nan"), "per_tag_ap": per_tag, **at_k}
 
 
-def main(train_manifest: Path, val_manifest: Path, vocab: Vocabulary, out: Path, config: TrainConfig) -> dict:
-    """Train, evaluate on the clean validation set, calibrate thresholds there; save a plain-dict checkpoint."""
-    torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
-    train, val = load_data(train_manifest, vocab, config.size), load_data(val_manifest, vocab, config.size)
-    if val.clean_targets is None:
-        raise ValueError(f"{val_manifest}: validation photos need clean 'labels' to evaluate and calibrate")
-    model = Tagger(create_model(config.model, num_classes=len(vocab.tags)))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * -(-len(train.images) // config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.15)
-    gen = torch.Generator().manual_seed(config.seed)
-    started = time.time()
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"training {config.model}", total=config.epochs)
-        for epoch in range(config.epochs):
-            loss = train_one_epoch(model, train, opt, sched, config.batch_size, gen)
-            progress.update(task, advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {loss:.4f}")
-    scores = predict(model, val.images)
-    metrics = evaluate(scores, val.clean_targets, vocab.tags)
-    thresholds = calibrate_thresholds(scores, val.clean_targets, config.target_precision)
-    checkpoint = {
+def make_checkpoint(
+    model: Tagger,
+    config: TrainConfig,
+    vocab: Vocabulary,
+    thresholds: list[float],
+    metrics: dict,
+    skipped: list,
+) -> dict:
+    """The plain-dict checkpoint export and serving read: weights, input size, normalization, vocabulary."""
+    return {
         "model": config.model,
         "state_dict": model.net.state_dict(),
         "input_size": [config.size, config.size],
@@ -151,16 +318,99 @@ def main(train_manifest: Path, val_manifest: Path, vocab: Vocabulary, out: Path,
         "vocab": vocab.to_dict(),
         "thresholds": thresholds,
         "config": dataclasses.asdict(config),
-        "metrics": {
+        "metrics": metrics,
+        "skipped": skipped,
+    }
+
+
+def main(
+    train_manifest: Path,
+    val_manifest: Path,
+    vocab: Vocabulary,
+    out: Path,
+    config: TrainConfig,
+    resume: bool = False,
+    until_epoch: int | None = None,
+    cache_dir: Path | None = None,
+    target: str = "user_tags",
+) -> dict:
+    """Train, evaluate on the clean validation set, calibrate thresholds there; save a plain-dict checkpoint.
+
+    ``train_manifest`` is a JSONL manifest or a folder of tar shards (``trainer.data.shards``); ``target``
+    says which tags train: ``user_tags`` (noisy) or ``labels`` (clean, for fine-tuning).
+    """
+    config.check()
+    rank, world = distributed()
+    torch.set_num_threads(config.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    val = load_data(val_manifest, vocab, config.size, cache_dir=cache_dir)
+    if val.clean_targets is None:
+        raise ValueError(f"{val_manifest}: validation photos need clean 'labels' to evaluate and calibrate")
+    model = build_tagger(config, len(vocab.tags), vocab.tags)
+    skipped: list = list(val.skipped)
+    if train_manifest.is_dir():
+        from trainer.data.shards import ShardStream, shard_index
+
+        total = sum(count for _, count in shard_index(train_manifest))
+        stream = ShardStream(train_manifest, vocab.encode, config.size, target, config.seed, rank, world)
+        steps = max(1, total // world // config.batch_size)
+        loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size)
+
+        def epoch_batches(epoch: int, gen: torch.Generator) -> Batches:
+            stream.set_epoch(epoch)  # a rank that runs out first starts over, so all ranks step together
+            return itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), steps)
+    else:
+        if rank == 0 or cache_dir is None:
+            train = load_data(train_manifest, vocab, config.size, cache_dir=cache_dir)
+        if world > 1:
+            dist.barrier()  # rank 0 filled the decode cache; the others read it
+        if rank != 0 and cache_dir is not None:
+            train = load_data(train_manifest, vocab, config.size, cache_dir=cache_dir)
+        targets = train.user_targets if target == "user_tags" else train.clean_targets
+        if targets is None:
+            raise ValueError(f"{train_manifest}: every photo needs {target!r} to train on them")
+        skipped = train.skipped + skipped
+        steps = batches_per_epoch(len(train.images) // world, config.batch_size)
+
+        def epoch_batches(epoch: int, gen: torch.Generator) -> Batches:
+            return array_batches(train.images, targets, config.batch_size, gen, rank, world)
+
+    started = time.time()
+    losses = fit(model, epoch_batches, steps, config, out / "train_state.pt", resume, until_epoch)
+    if rank != 0:
+        dist.barrier()
+        return {}
+    scores = predict(model, val.images)
+    metrics = evaluate(scores, val.clean_targets, vocab.tags)
+    thresholds = calibrate_thresholds(scores, val.clean_targets, config.target_precision)
+    from trainer.evaluate import threshold_reached
+
+    calibrated = [
+        threshold_reached(scores[:, k], val.clean_targets[:, k], t, config.target_precision)
+        for k, t in enumerate(thresholds)
+    ]
+    checkpoint = make_checkpoint(
+        model,
+        config,
+        vocab,
+        thresholds,
+        {
             "val_mAP": metrics["mAP"],
             "val_per_tag_ap": metrics["per_tag_ap"],
+            "calibrated": calibrated,  # per tag: reached target_precision, or uses the fallback
             "train_seconds": time.time() - started,
+            "losses": losses,
+            "world_size": world,
         },
-        "skipped": train.skipped + val.skipped,
-    }
-    out.mkdir(parents=True, exist_ok=True)
+        skipped,
+    )
     torch.save(checkpoint, out / "checkpoint.pt")
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    (out / "skipped.json").write_text(
+        json.dumps([{"source": s, "reason": r} for s, r in skipped], indent=1) + "\n"
+    )
+    if world > 1:
+        dist.barrier()
     return checkpoint
 
 
@@ -171,30 +421,64 @@ def load_tagger(checkpoint: dict) -> Tagger:
     return Tagger(net, tuple(checkpoint["mean"]), tuple(checkpoint["std"])).eval()
 
 
+def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
+    """``KEY=VALUE`` strings → typed TrainConfig values; an unknown key or bad value names the option."""
+    defaults = dataclasses.asdict(TrainConfig())
+    values: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        if key not in defaults:
+            parser.error(f"unknown option {key!r} in --set; known: {', '.join(sorted(defaults))}")
+        try:
+            values[key] = type(defaults[key])(raw)
+        except ValueError:
+            parser.error(f"option {key}={raw!r}: expected a {type(defaults[key]).__name__}")
+    return values
+
+
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="darkroom train", description=__doc__)
-    parser.add_argument("--train", type=Path, required=True, help="training manifest (JSONL)")
+    """``darkroom train``: train from manifests (or shards), print the validation mAP and skipped photos."""
+    parser = argparse.ArgumentParser(prog="darkroom train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", type=Path, required=True, help="training manifest (JSONL) or shard folder")
     parser.add_argument("--val", type=Path, required=True, help="validation manifest with clean labels")
     parser.add_argument("--vocab", type=Path, help="vocab.json (default: the synthetic world's concepts)")
     parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint.pt and config.json")
     parser.add_argument("--config", type=Path, help="JSON file of TrainConfig values")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
+    parser.add_argument(
+        "--target", choices=("user_tags", "labels"), default="user_tags", help="tags to train on"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    parser.add_argument("--until-epoch", type=int, help="stop after this epoch (resume later)")
+    parser.add_argument("--cache", type=Path, help="decode cache folder (default OUT/cache)")
     args = parser.parse_args(argv)
-    values = json.loads(args.config.read_text()) if args.config else {}
-    defaults = dataclasses.asdict(TrainConfig())
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        if key not in defaults:
-            parser.error(f"unknown option {key!r} in --set; known: {', '.join(sorted(defaults))}")
-        values[key] = type(defaults[key])(raw)
+    try:
+        values = json.loads(args.config.read_text()) if args.config else {}
+    except (OSError, json.JSONDecodeError) as exc:
+        parser.error(f"--config {args.config}: {exc}")
+    values.update(parse_overrides(args.set, parser))
     from trainer.vocab.vocabulary import synthetic_vocabulary
 
-    vocab = Vocabulary.load(args.vocab) if args.vocab else synthetic_vocabulary()
     try:
-        ckpt = main(args.train, args.val, vocab, args.out, TrainConfig.from_dict(values))
-    except (ValueError, FileNotFoundError) as exc:
+        vocab = Vocabulary.load(args.vocab) if args.vocab else synthetic_vocabulary()
+        config = TrainConfig.from_dict(values)
+        ckpt = main(
+            args.train, args.val, vocab, args.out, config, args.resume, args.until_epoch,
+            args.cache or args.out / "cache", args.target,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, ManifestError) as exc:
         parser.exit(2, f"darkroom train: error: {exc}\n")
-    print(
-        f"val mAP {ckpt['metrics']['val_mAP']:.3f}; skipped {len(ckpt['skipped'])}; checkpoint {args.out / 'checkpoint.pt'}"
-    )
+    if ckpt:
+        for source, reason in ckpt["skipped"][:20]:
+            print(f"skipped {source}: {reason}", file=sys.stderr)
+        print(
+            f"val mAP {ckpt['metrics']['val_mAP']:.3f}; skipped {len(ckpt['skipped'])} "
+            f"(listed in {args.out / 'skipped.json'}); checkpoint {args.out / 'checkpoint.pt'}"
+        )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

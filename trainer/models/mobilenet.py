@@ -61,5 +61,10 @@ def mobilenet_lite_050(num_classes: int, **kw: object) -> MobileNetLite:
 
 
 @register_model
+def mobilenet_lite_075(num_classes: int, **kw: object) -> MobileNetLite:
+    return MobileNetLite(num_classes, width=0.75, **kw)  # type: ignore[arg-type]
+
+
+@register_model
 def mobilenet_lite_100(num_classes: int, **kw: object) -> MobileNetLite:
     return MobileNetLite(num_classes, width=1.0, **kw)  # type: ignore[arg-type]

@@ -22,9 +22,12 @@ class Tagger(nn.Module):
             "shift", (torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1), persistent=False
         )
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC → the normalized float NCHW the network takes."""
+        return images.permute(0, 3, 1, 2).float() * self.scale - self.shift
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() * self.scale - self.shift
-        return self.net(x)
+        return self.net(self.normalize(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(images))

@@ -1,0 +1,472 @@
+"""``darkroom experiment paper --out DIR``: the paper's comparison of training regimes, end to end, offline.
+
+1. Data: renders the synthetic world (realistic 640–1600 px JPEGs): a large set with noisy user tags, a
+   small clean-labelled fine-tuning pool, clean validation (calibration) and test sets, and the clean
+   object-centric pretraining set with its own 16-class label space (the ImageNet stand-in). Each set is
+   decoded once per resolution into a uint8 cache.
+2. Regimes (one lightweight model, all scored on the clean test set):
+   ``noisy_only`` (user tags of the large set), ``clean_pretrain_finetune`` (pretrain on the close-ups, then
+   fine-tune on the small clean set), ``noisy_pretrain_finetune`` (the noisy-only model, fine-tuned on the
+   same clean set) and ``clean_only`` (the small clean set from scratch, the floor).
+3. A sweep of clean fine-tune sizes for the three starting points (scratch, clean-pretrained,
+   noisy-pretrained).
+4. Accuracy against cost: every model of the comparison trained noisy-only on the same data, with its
+   params, FLOPs and CPU latency; the best lightweight model's mAP as a fraction of the reference's.
+
+Writes ``DIR/results.json`` (``regimes.<name>.mAP``, ``finetune_sweep``, ``models``, ``cost``,
+``findings``), ``DIR/results.md`` and plots; ``--quick`` is a small version for tests (well under 5 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.data.manifest import PhotoSet, load_photo_set
+from trainer.data.scenes import PRETRAIN_CLASSES
+from trainer.data.synthetic import make_photo_set, make_pretrain_set
+from trainer.evaluate import threshold_reached, write_report
+from trainer.metrics import calibrate_thresholds
+from trainer.models.catalog import model_cost
+from trainer.train import (
+    Tagger,
+    TrainConfig,
+    array_batches,
+    batches_per_epoch,
+    build_tagger,
+    evaluate,
+    fit,
+    make_checkpoint,
+    predict,
+)
+from trainer.vocab.vocabulary import Vocabulary, synthetic_vocabulary
+
+REGIMES = ("noisy_only", "clean_pretrain_finetune", "noisy_pretrain_finetune", "clean_only")
+STARTS = ("scratch", "clean_pretrain", "noisy_pretrain")
+
+
+@dataclass(frozen=True)
+class PaperRecipe:
+    """Sizes and budgets of one run of the experiment."""
+
+    n_noisy: int  # user-tagged photos (rendered in two halves, one per CPU)
+    n_clean_pool: int  # clean-labelled fine-tuning pool; the sweep takes its first k
+    n_val: int  # clean: calibration of thresholds
+    n_test: int  # clean: every number in the results
+    n_pretrain: int  # object-centric close-ups, 16 classes
+    long_side: tuple[int, int]  # photo sizes of the scene sets
+    size: int  # model input resolution
+    model: str  # the lightweight model of the regimes
+    models: tuple[str, ...]  # the cost comparison (``reference`` included)
+    reference: str
+    noisy_epochs: int
+    pretrain_epochs: int
+    finetune_steps: int  # optimizer steps of a fine-tune (at least ``finetune_min_epochs`` epochs)
+    finetune_min_epochs: int
+    finetune_size: int  # the "small clean set" of the regimes table
+    sweep: tuple[int, ...]  # clean fine-tune sizes
+    loss_ablation: bool = False  # also train noisy-only with plain BCE, to check the choice of ASL
+
+
+FULL = PaperRecipe(
+    n_noisy=2400, n_clean_pool=600, n_val=300, n_test=600, n_pretrain=1600, long_side=(640, 1600),
+    size=96, model="mobilenet_lite_050", models=("mobilenet_lite_050", "mobilenet_lite_100", "resnet_ref"),
+    reference="resnet_ref", noisy_epochs=8, pretrain_epochs=8, finetune_steps=60, finetune_min_epochs=6,
+    finetune_size=300, sweep=(100, 300, 600), loss_ablation=True,
+)  # fmt: skip
+QUICK = PaperRecipe(
+    n_noisy=600, n_clean_pool=160, n_val=150, n_test=200, n_pretrain=240, long_side=(320, 640),
+    size=64, model="mobilenet_lite_050", models=("mobilenet_lite_050", "resnet_ref"), reference="resnet_ref",
+    noisy_epochs=6, pretrain_epochs=3, finetune_steps=16, finetune_min_epochs=3, finetune_size=160,
+    sweep=(50, 160),
+)  # fmt: skip
+
+
+def _render(kind: str, out: Path, n: int, seed: int, long_side: tuple[int, int], split: str) -> Path:
+    """One photo set (runs in a worker process)."""
+    if kind == "pretrain":
+        return make_pretrain_set(out, n, seed)
+    return make_photo_set(out, n, seed, split=split, long_side=long_side)
+
+
+def make_data(root: Path, recipe: PaperRecipe, seed: int, workers: int = 2) -> dict[str, list[Path]]:
+    """Render every set (skipping those already complete) on ``workers`` processes; manifests per set."""
+    half = recipe.n_noisy // 2
+    jobs = {
+        "noisy": [("scene", root / "noisy-a", half, seed + 10, "noisy"),
+                  ("scene", root / "noisy-b", recipe.n_noisy - half, seed + 11, "noisy")],
+        "clean": [("scene", root / "clean", recipe.n_clean_pool, seed + 20, "clean")],
+        "val": [("scene", root / "val", recipe.n_val, seed + 30, "val")],
+        "test": [("scene", root / "test", recipe.n_test, seed + 40, "test")],
+        "pretrain": [("pretrain", root / "pretrain", recipe.n_pretrain, seed + 50, "pretrain")],
+    }  # fmt: skip
+    manifests: dict[str, list[Path]] = {}
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {}
+        for name, parts in jobs.items():
+            for kind, out, n, part_seed, split in parts:
+                done = out / "manifest.jsonl"
+                if done.exists() and len(done.read_text().splitlines()) == n:
+                    manifests.setdefault(name, []).append(done)
+                else:
+                    futures[pool.submit(_render, kind, out, n, part_seed, recipe.long_side, split)] = name
+        for future, name in futures.items():
+            manifests.setdefault(name, []).append(future.result())
+    return {name: sorted(paths) for name, paths in manifests.items()}
+
+
+def load_sets(manifests: dict[str, list[Path]], size: int, cache: Path) -> tuple[dict[str, PhotoSet], int]:
+    """Decode every set at ``size`` (cached); returns the sets and how many photos were skipped."""
+    scene_vocab, pretrain_vocab = synthetic_vocabulary(), pretrain_vocabulary()
+    sets, skipped = {}, 0
+    for name, paths in manifests.items():
+        encode = pretrain_vocab.encode if name == "pretrain" else scene_vocab.encode
+        parts = [load_photo_set(p, encode, size, cache_dir=cache) for p in paths]
+        skipped += sum(len(p.skipped) for p in parts)
+        sets[name] = PhotoSet(
+            np.concatenate([p.images for p in parts]),
+            None if parts[0].user_targets is None else np.concatenate([p.user_targets for p in parts]),  # type: ignore[misc]
+            np.concatenate([p.clean_targets for p in parts]),  # type: ignore[misc]
+        )
+    return sets, skipped
+
+
+def pretrain_vocabulary() -> Vocabulary:
+    """The pretraining set's own label space."""
+    return Vocabulary(tags=list(PRETRAIN_CLASSES), version="closeups-1")
+
+
+def train_on(
+    images: np.ndarray, targets: np.ndarray, config: TrainConfig, tags: list[str], label: str
+) -> tuple[Tagger, float]:
+    """Train one network for ``tags`` on in-memory photos; returns it and its training seconds."""
+    num_classes = len(tags)
+    model = build_tagger(config, num_classes, tags)
+    steps = batches_per_epoch(len(images), config.batch_size)
+    started = time.time()
+    fit(
+        model,
+        lambda epoch, gen: array_batches(images, targets, config.batch_size, gen),
+        steps,
+        config,
+        label=label,
+    )
+    return model, time.time() - started
+
+
+def finetune_config(recipe: PaperRecipe, n: int, init_from: str, seed: int) -> TrainConfig:
+    """Fine-tuning budget for ``n`` clean photos: ``finetune_steps`` steps, never under the minimum epochs.
+
+    From a pretrained backbone the learning rate is a third of from-scratch training's, so fine-tuning
+    adapts the features rather than overwriting them.
+    """
+    steps_per_epoch = batches_per_epoch(n, 64)
+    epochs = max(recipe.finetune_min_epochs, math.ceil(recipe.finetune_steps / steps_per_epoch))
+    return TrainConfig(
+        model=recipe.model, size=recipe.size, epochs=epochs, seed=seed, init_from=init_from,
+        lr=1e-3 if init_from else 3e-3,
+    )  # fmt: skip
+
+
+def score(model: Tagger, data: PhotoSet) -> tuple[np.ndarray, dict]:
+    """Test-set scores and metrics against the clean labels."""
+    scores = predict(model, data.images)
+    return scores, evaluate(scores, data.clean_targets, synthetic_vocabulary().tags)  # type: ignore[arg-type]
+
+
+def save_checkpoint(
+    model: Tagger, config: TrainConfig, vocab: Vocabulary, val: PhotoSet | None, path: Path
+) -> None:
+    """A plain-dict checkpoint (thresholds calibrated on ``val`` when given) for fine-tuning and export."""
+    thresholds = [0.5] * len(vocab.tags)
+    metrics: dict = {}
+    if val is not None:
+        val_scores = predict(model, val.images)
+        thresholds = calibrate_thresholds(val_scores, val.clean_targets, config.target_precision)  # type: ignore[arg-type]
+        metrics["calibrated"] = [
+            threshold_reached(val_scores[:, k], val.clean_targets[:, k], t, config.target_precision)  # type: ignore[index]
+            for k, t in enumerate(thresholds)
+        ]
+        metrics["val_mAP"] = evaluate(val_scores, val.clean_targets, vocab.tags)["mAP"]  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(make_checkpoint(model, config, vocab, thresholds, metrics, []), path)
+
+
+def run_paper(out: Path, recipe: PaperRecipe, seed: int = 0, threads: int = 2) -> dict:
+    """Every regime, the fine-tune sweep and the cost comparison; writes results, Markdown and plots."""
+    started = time.time()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    torch.set_num_threads(threads)
+    vocab = synthetic_vocabulary()
+    k = len(vocab.tags)
+    timings: dict[str, float] = {}
+    manifests = make_data(out / "data", recipe, seed)
+    timings["render_s"] = time.time() - started
+    sets, skipped = load_sets(manifests, recipe.size, out / "data" / "cache")
+    timings["decode_s"] = time.time() - started - timings["render_s"]
+    noisy, clean, val, test, pre = (sets[n] for n in ("noisy", "clean", "val", "test", "pretrain"))
+    ckpt_dir = out / "checkpoints"
+    results: dict = {"recipe": dataclasses.asdict(recipe), "seed": seed, "regimes": {}, "models": {}}
+
+    # noisy-only, for every model of the cost comparison (the regimes' model among them)
+    for name in recipe.models:
+        config = TrainConfig(
+            model=name, size=recipe.size, epochs=recipe.noisy_epochs, seed=seed, threads=threads
+        )
+        model, seconds = train_on(noisy.images, noisy.user_targets, config, vocab.tags, f"noisy-only {name}")  # type: ignore[arg-type]
+        scores, metrics = score(model, test)
+        cost = model_cost(name, recipe.size, k, repeats=5)
+        results["models"][name] = {
+            "mAP": metrics["mAP"], "params": cost.params, "mflops": cost.mflops, "latency_ms": cost.latency_ms,
+            "train_seconds": seconds,
+        }  # fmt: skip
+        if name == recipe.model:
+            save_checkpoint(model, config, vocab, val, ckpt_dir / "noisy_only.pt")
+            results["regimes"]["noisy_only"] = _regime(metrics, seconds, len(noisy.images), "user tags")
+            _report(out / "reports" / "noisy_only", model, scores, test, val, "noisy-only")
+
+    if recipe.loss_ablation:
+        config = TrainConfig(
+            model=recipe.model,
+            size=recipe.size,
+            epochs=recipe.noisy_epochs,
+            seed=seed,
+            threads=threads,
+            loss="bce",
+        )
+        model, _ = train_on(noisy.images, noisy.user_targets, config, vocab.tags, "noisy-only, BCE loss")  # type: ignore[arg-type]
+        results["loss_ablation"] = {
+            "asl": results["regimes"]["noisy_only"]["mAP"],
+            "bce": score(model, test)[1]["mAP"],
+        }
+
+    # clean pretraining on the close-ups (single-label softmax over their own classes)
+    config = TrainConfig(
+        model=recipe.model,
+        size=recipe.size,
+        epochs=recipe.pretrain_epochs,
+        seed=seed,
+        threads=threads,
+        loss="softmax",
+    )
+    model, pretrain_seconds = train_on(
+        pre.images, pre.clean_targets, config, list(PRETRAIN_CLASSES), "clean pretrain"
+    )  # type: ignore[arg-type]
+    save_checkpoint(model, config, pretrain_vocabulary(), None, ckpt_dir / "clean_pretrain.pt")
+    inits = {
+        "scratch": "",
+        "clean_pretrain": str(ckpt_dir / "clean_pretrain.pt"),
+        "noisy_pretrain": str(ckpt_dir / "noisy_only.pt"),
+    }
+
+    sweep: dict[str, list[float]] = {start: [] for start in STARTS}
+    for n in recipe.sweep:
+        for start in STARTS:
+            config = dataclasses.replace(finetune_config(recipe, n, inits[start], seed), threads=threads)
+            model, seconds = train_on(
+                clean.images[:n], clean.clean_targets[:n], config, vocab.tags, f"{start} → {n} clean"
+            )  # type: ignore[index]
+            scores, metrics = score(model, test)
+            sweep[start].append(metrics["mAP"])
+            if n == recipe.finetune_size:
+                regime = {"scratch": "clean_only", "clean_pretrain": "clean_pretrain_finetune",
+                          "noisy_pretrain": "noisy_pretrain_finetune"}[start]  # fmt: skip
+                extra = pretrain_seconds if start == "clean_pretrain" else 0.0
+                results["regimes"][regime] = _regime(metrics, seconds + extra, n, "clean labels")
+                if start != "scratch":
+                    _report(out / "reports" / regime, model, scores, test, val, regime.replace("_", " "))
+    results["regimes"] = {name: results["regimes"][name] for name in REGIMES}
+    results["finetune_sweep"] = {"sizes": list(recipe.sweep), **sweep}
+    results["cost"] = cost_summary(results["models"], recipe.reference)
+    results["findings"] = findings(results)
+    timings["total_s"] = time.time() - started
+    results["run"] = {
+        **timings, "skipped_photos": skipped, "threads": threads, "cpus": os.cpu_count(), "load_avg_at_start": load_start,
+        "photos": {name: len(s.images) for name, s in sets.items()},
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot_results(results, out)
+    (out / "results.md").write_text(results_markdown(results))
+    return results
+
+
+def _regime(metrics: dict, seconds: float, photos: int, trained_on: str) -> dict:
+    return {
+        "mAP": metrics["mAP"], "P@1": metrics["P@1"], "P@3": metrics["P@3"], "R@3": metrics["R@3"],
+        "per_tag_ap": metrics["per_tag_ap"], "train_seconds": seconds, "train_photos": photos, "trained_on": trained_on,
+    }  # fmt: skip
+
+
+def _report(out: Path, model: Tagger, scores: np.ndarray, test: PhotoSet, val: PhotoSet, title: str) -> None:
+    """The ``darkroom evaluate`` report of one regime: thresholds calibrated on val, scored on test."""
+    val_scores = predict(model, val.images)
+    thresholds = calibrate_thresholds(val_scores, val.clean_targets, 0.9)  # type: ignore[arg-type]
+    calibrated = [
+        threshold_reached(val_scores[:, k], val.clean_targets[:, k], t, 0.9) for k, t in enumerate(thresholds)
+    ]  # type: ignore[index]
+    write_report(
+        out, scores, test.clean_targets, synthetic_vocabulary().tags, thresholds, calibrated, title, 0.9
+    )  # type: ignore[arg-type]
+
+
+def cost_summary(models: dict, reference: str) -> dict:
+    """Best lightweight model (at most 1/5 of the reference's FLOPs) as fractions of the reference."""
+    ref = models[reference]
+    light = {n: m for n, m in models.items() if n != reference and m["mflops"] <= ref["mflops"] / 5}
+    if not light:
+        return {"reference": reference, "best_lightweight": None, "goal_met": False}
+    best = max(light, key=lambda n: light[n]["mAP"])
+    map_fraction = light[best]["mAP"] / ref["mAP"]
+    flops_fraction = light[best]["mflops"] / ref["mflops"]
+    return {
+        "reference": reference, "best_lightweight": best, "map_fraction": map_fraction,
+        "flops_fraction": flops_fraction, "latency_fraction": light[best]["latency_ms"] / ref["latency_ms"],
+        "goal": "mAP >= 0.95 of the reference at <= 1/5 of its FLOPs",
+        "goal_met": bool(map_fraction >= 0.95 and flops_fraction <= 0.2),
+    }  # fmt: skip
+
+
+def findings(results: dict) -> dict:
+    """The paper's two findings, checked against this run's numbers (tolerance: 0.01 mAP)."""
+    r, sweep = results["regimes"], results["finetune_sweep"]
+    wins = [
+        noisy > clean for noisy, clean in zip(sweep["noisy_pretrain"], sweep["clean_pretrain"], strict=True)
+    ]
+    return {
+        "noisy_as_good_as_clean_pretrain_finetune": {
+            "noisy_only": r["noisy_only"]["mAP"], "clean_pretrain_finetune": r["clean_pretrain_finetune"]["mAP"],
+            "held": bool(r["noisy_only"]["mAP"] >= r["clean_pretrain_finetune"]["mAP"] - 0.01),
+        },
+        "noisy_pretrain_better_start_for_finetuning": {
+            "noisy_pretrain_finetune": r["noisy_pretrain_finetune"]["mAP"],
+            "clean_pretrain_finetune": r["clean_pretrain_finetune"]["mAP"],
+            "sweep_sizes_won": f"{sum(wins)}/{len(wins)}",
+            "held": bool(r["noisy_pretrain_finetune"]["mAP"] > r["clean_pretrain_finetune"]["mAP"] and all(wins)),
+        },
+    }  # fmt: skip
+
+
+def plot_results(results: dict, out: Path) -> None:
+    """regimes.png (mAP per regime), finetune_sweep.png (mAP vs clean set size), cost.png (mAP vs FLOPs)."""
+    from trainer.evaluate import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    names = list(results["regimes"])
+    values = [results["regimes"][n]["mAP"] for n in names]
+    ax.barh([n.replace("_", " ") for n in names][::-1], values[::-1], color="#4a7ab5")
+    for y, v in enumerate(values[::-1]):
+        ax.text(v + 0.005, y, f"{v:.3f}", va="center", fontsize=8)
+    ax.set(xlim=(0, 1), xlabel="mAP on the clean test set", title="training regimes")
+    fig.tight_layout()
+    fig.savefig(out / "regimes.png", dpi=110)
+    plt.close(fig)
+
+    sweep = results["finetune_sweep"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for start in STARTS:
+        ax.plot(sweep["sizes"], sweep[start], marker="o", label=start.replace("_", " "))
+    ax.axhline(results["regimes"]["noisy_only"]["mAP"], ls="--", c="grey", label="noisy only (no clean data)")
+    ax.set(
+        xscale="log",
+        xlabel="clean fine-tuning photos",
+        ylabel="test mAP",
+        title="fine-tuning on a little clean data",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "finetune_sweep.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in results["models"].items():
+        ax.scatter(m["mflops"], m["mAP"], s=30)
+        ax.annotate(name, (m["mflops"], m["mAP"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set(
+        xscale="log",
+        xlabel="MFLOPs (multiply-adds) per image",
+        ylabel="test mAP (noisy only)",
+        title="accuracy against cost",
+    )
+    fig.tight_layout()
+    fig.savefig(out / "cost.png", dpi=110)
+    plt.close(fig)
+
+
+def results_markdown(results: dict) -> str:
+    """The comparison tables as Markdown (numbers only; the reading is written by a person)."""
+    recipe, run = results["recipe"], results["run"]
+    lines = [
+        "# Paper comparison: results",
+        "",
+        f"Model `{recipe['model']}` at {recipe['size']} px; seed {results['seed']}; {run['total_s'] / 60:.1f} min "
+        f"wall ({run['threads']} threads, {run['cpus']} CPUs, load average {run['load_avg_at_start']:.1f} at start). "
+        f"Photos: "
+        + ", ".join(f"{k} {v}" for k, v in run["photos"].items())
+        + f"; skipped {run['skipped_photos']}.",
+        "",
+        "| regime | trained on | photos | mAP | P@1 | P@3 | R@3 | train s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results["regimes"].items():
+        lines.append(
+            f"| {name} | {r['trained_on']} | {r['train_photos']} | {r['mAP']:.3f} | {r['P@1']:.3f} | {r['P@3']:.3f} "
+            f"| {r['R@3']:.3f} | {r['train_seconds']:.0f} |"
+        )
+    sweep = results["finetune_sweep"]
+    lines += ["", "Fine-tune sweep (test mAP):", "", "| start | " + " | ".join(str(n) for n in sweep["sizes"]) + " |",
+              "| --- |" + " ---: |" * len(sweep["sizes"])]  # fmt: skip
+    for start in STARTS:
+        lines.append(f"| {start} | " + " | ".join(f"{v:.3f}" for v in sweep[start]) + " |")
+    lines += [
+        "",
+        "| model | params | MFLOPs | latency ms (b=1) | mAP (noisy only) | train s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, m in results["models"].items():
+        lines.append(
+            f"| {name} | {m['params']:,} | {m['mflops']:.1f} | {m['latency_ms']:.1f} | {m['mAP']:.3f} | {m['train_seconds']:.0f} |"
+        )
+    if "loss_ablation" in results:
+        ablation = results["loss_ablation"]
+        lines += [
+            "",
+            f"Loss (noisy only, `{recipe['model']}`): ASL {ablation['asl']:.3f}, plain BCE {ablation['bce']:.3f}.",
+        ]
+    cost = results["cost"]
+    if cost.get("best_lightweight"):
+        lines += ["", f"Best lightweight `{cost['best_lightweight']}`: {cost['map_fraction']:.3f} of `{cost['reference']}`'s mAP "
+                  f"at {cost['flops_fraction']:.3f} of its FLOPs (goal met: {cost['goal_met']})."]  # fmt: skip
+    lines.append("")
+    for name, f in results["findings"].items():
+        lines.append(
+            f"- {name.replace('_', ' ')}: held = **{f['held']}** ({', '.join(f'{k} {v:.3f}' if isinstance(v, float) else f'{k} {v}' for k, v in f.items() if k != 'held')})"
+        )
+    lines += ["", "![regimes](regimes.png) ![sweep](finetune_sweep.png) ![cost](cost.png)", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``darkroom experiment paper --out DIR [--quick] [--seed N]``."""
+    parser = argparse.ArgumentParser(prog="darkroom experiment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=("paper",), help="the experiment to run")
+    parser.add_argument("--out", type=Path, required=True, help="folder for data, checkpoints and results")
+    parser.add_argument("--quick", action="store_true", help="small sizes: minutes, for tests")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    results = run_paper(args.out, QUICK if args.quick else FULL, args.seed, args.threads)
+    print((args.out / "results.md").read_text())
+    return 0 if results else 1
