@@ -221,8 +221,8 @@ def bench_stream(
     stack = Stack(run_dir, repo, Ports.free(), file_roots=[paths[0].parent], worker_env=worker_env)
     stack.start()
     try:
-        for i in range(1, workers):
-            stack.start_extra_worker(i)
+        for i in range(1, workers):  # more workers in the same group share the topic's partitions
+            stack.start_worker(f"worker{i + 1}", web_port=Ports.free().worker_web, env=worker_env)
         collector = TagCollector(stack.bootstrap)
         collector.start()
         publisher = UploadPublisher(stack.bootstrap)

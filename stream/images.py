@@ -232,7 +232,7 @@ def decode(data: bytes, size: tuple[int, int], max_pixels: int, max_frames: int 
         _check_frames(img, max_frames)
         if img.format == "JPEG":
             img.draft("RGB", (size[0] * 2, size[1] * 2))
-        img = ImageOps.exif_transpose(img)  # a transposed copy with the tag removed: applied exactly once
+        ImageOps.exif_transpose(img, in_place=True)  # transposed, tag removed: applied exactly once
         img = to_rgb(img)
         img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return np.asarray(img, dtype=np.uint8)

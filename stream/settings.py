@@ -29,9 +29,9 @@ class Settings:
     triton_grpc: str = field(default="127.0.0.1:8001", metadata={"env": "DARKROOM_TRITON_GRPC"})
     model_name: str = field(default="tagger", metadata={"env": "DARKROOM_MODEL_NAME"})
     batch_size: int = field(default=64, metadata={"env": "DARKROOM_BATCH_SIZE"})  # events per micro-batch
-    infer_batch_size: int = field(
-        default=16, metadata={"env": "DARKROOM_INFER_BATCH_SIZE"}
-    )  # per Triton call
+    # images per Triton request: a batch is inferred in chunks as its photos are decoded
+    infer_batch_size: int = field(default=16, metadata={"env": "DARKROOM_INFER_BATCH_SIZE"})
+    pipeline_depth: int = field(default=2, metadata={"env": "DARKROOM_PIPELINE_DEPTH"})  # batches in flight
     batch_window_s: float = field(default=0.02, metadata={"env": "DARKROOM_BATCH_WINDOW_S"})
     decode_threads: int = field(default=2, metadata={"env": "DARKROOM_DECODE_THREADS"})
     file_roots: str = field(default="", metadata={"env": "DARKROOM_FILE_ROOTS"})
@@ -75,6 +75,8 @@ class Settings:
         """Reject values that would only fail later, far from their cause."""
         if self.batch_size < 1:
             raise SettingsError(f"DARKROOM_BATCH_SIZE must be >= 1, got {self.batch_size}")
+        if self.pipeline_depth < 1:
+            raise SettingsError(f"DARKROOM_PIPELINE_DEPTH must be >= 1, got {self.pipeline_depth}")
         if self.infer_batch_size < 1:
             raise SettingsError(f"DARKROOM_INFER_BATCH_SIZE must be >= 1, got {self.infer_batch_size}")
         if self.batch_window_s < 0:

@@ -50,6 +50,9 @@ class OnnxScores:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # No busy-waiting between calls: on a small CPU the spinning threads take cores from the worker's
+        # decoders (measured: 1.6 → 0.7 ms of Triton CPU per image, same throughput).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             os.path.join(version_dir, "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
