@@ -29,6 +29,15 @@ test-fast: install
 model: install
 	$(BIN)/darkroom model
 
+bench: install            # the full benchmark: 2,000 photos, ~3 minutes; results in bench/results/
+	$(BIN)/darkroom bench
+
+bench-quick: install      # a small run that keeps the command working (what CI runs)
+	$(BIN)/darkroom bench --quick
+
+experiment: install       # the paper's comparison, full run (~25 minutes on 2 cores)
+	$(BIN)/darkroom experiment paper --out experiment-out
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check stream trainer tests bench
