@@ -73,23 +73,15 @@ class Settings:
 
     def validate(self) -> None:
         """Reject values that would only fail later, far from their cause."""
-        if self.batch_size < 1:
-            raise SettingsError(f"DARKROOM_BATCH_SIZE must be >= 1, got {self.batch_size}")
-        if self.pipeline_depth < 1:
-            raise SettingsError(f"DARKROOM_PIPELINE_DEPTH must be >= 1, got {self.pipeline_depth}")
-        if self.infer_batch_size < 1:
-            raise SettingsError(f"DARKROOM_INFER_BATCH_SIZE must be >= 1, got {self.infer_batch_size}")
+        for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",
+                     "max_frames"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.batch_window_s < 0:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
-        if self.decode_threads < 1:
-            raise SettingsError(f"DARKROOM_DECODE_THREADS must be >= 1, got {self.decode_threads}")
-        if self.fetch_attempts < 1:
-            raise SettingsError(f"DARKROOM_FETCH_ATTEMPTS must be >= 1, got {self.fetch_attempts}")
-        if self.max_frames < 1:
-            raise SettingsError(f"DARKROOM_MAX_FRAMES must be >= 1, got {self.max_frames}")
         for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
-                raise SettingsError(f"DARKROOM_{name.upper()} must be > 0, got {getattr(self, name)}")
+                raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
 
     @property
     def allowed_roots(self) -> list[str]:
@@ -102,6 +94,11 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _env_name(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return next(f.metadata["env"] for f in fields(Settings) if f.name == name)
 
 
 ENV_VARS: frozenset[str] = frozenset(f.metadata["env"] for f in fields(Settings))
