@@ -200,7 +200,7 @@ def test_gpu_variant_front_pairs_each_version_with_the_same_version_of_its_score
         export_version(second_version(checkpoint))
         client = httpclient.InferenceServerClient(stack.triton_http)
         deadline = time.monotonic() + 60
-        while not client.is_model_ready("tagger", "2"):
+        while not (client.is_model_ready("tagger", "2") and client.is_model_ready("tagger_trt", "2")):
             assert time.monotonic() < deadline, "tagger version 2 did not load"
             time.sleep(0.5)
         for version in ("1", "2"):
