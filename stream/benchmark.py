@@ -49,6 +49,16 @@ class Plan:
     decode_sample: int
 
 
+#: What ``darkroom bench`` prints as its one line of JSON (``latest.json`` holds these and the details).
+SUMMARY_KEYS = (
+    "offline_img_s",
+    "stream_img_s",
+    "naive_img_s",
+    "ratio_stream_offline",
+    "ratio_stream_naive",
+    "latency_ms",
+)
+
 FULL_PLAN = Plan(photos=2000, naive_photos=300, latency_photos=600, decode_sample=200)
 QUICK_PLAN = Plan(photos=200, naive_photos=40, latency_photos=60, decode_sample=40)
 
@@ -475,24 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"darkroom bench ({results['mode']})", title_justify="left")
     for col in ("measure", "value"):
         table.add_column(col)
-    for key in ("offline_img_s", "stream_img_s", "naive_img_s", "ratio_stream_offline", "ratio_stream_naive"):
-        table.add_row(key, str(results[key]))
-    table.add_row("latency_ms", json.dumps(results["latency_ms"]))
+    summary = {key: results[key] for key in SUMMARY_KEYS}
+    for key, value in summary.items():
+        table.add_row(key, json.dumps(value))
     console.print(table)
-    print(
-        json.dumps(
-            {
-                k: results[k]
-                for k in (
-                    "offline_img_s",
-                    "stream_img_s",
-                    "naive_img_s",
-                    "ratio_stream_offline",
-                    "ratio_stream_naive",
-                    "latency_ms",
-                )
-            }
-        )
-    )
+    print(json.dumps(summary))
     console.print(f"results: {args.out / 'latest.json'}, {args.out / 'latest.md'}, {args.out / 'latest.png'}")
     return 0
