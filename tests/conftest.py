@@ -20,6 +20,14 @@ def synthetic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
+@pytest.fixture(scope="session")
+def checkpoint(synthetic_model: Path) -> dict:
+    """The plain-dict checkpoint behind ``synthetic_model``'s version 1 (shared: copy it before changing it)."""
+    import torch
+
+    return torch.load(synthetic_model / "checkpoint" / "checkpoint.pt", weights_only=False)
+
+
 @pytest.fixture
 def model_repo(synthetic_model: Path, tmp_path: Path) -> Path:
     """A private copy of the trained repository, for tests that add versions or break it."""

@@ -58,9 +58,8 @@ def upload(photo_id: str, path: Path) -> bytes:
 
 
 def test_version_2_goes_live_under_load_and_every_event_matches_the_version_it_names(
-    synthetic_model, model_repo, tmp_path, outcome_reader
+    checkpoint, model_repo, tmp_path, outcome_reader
 ):
-    checkpoint = torch.load(synthetic_model / "checkpoint" / "checkpoint.pt", weights_only=False)
     manifest = make_photo_set(tmp_path / "photos", N_FILES, seed=5, size=(160, 120), split="rollout")
     files = sorted(manifest.parent.glob("*.jpg"))
     stack = Stack(tmp_path / "run", model_repo, Ports.free(), file_roots=[tmp_path / "photos"])
@@ -159,13 +158,12 @@ def _version_ready(stack: Stack, version: int) -> bool:
 
 
 def test_gpu_variant_front_pairs_each_version_with_the_same_version_of_its_scores_model(
-    synthetic_model, tmp_path, monkeypatch
+    synthetic_model, checkpoint, tmp_path, monkeypatch
 ):
     """The GPU layout on the embedded server, which has no TensorRT backend: ``tagger_trt`` is served by a
     Python-backend stand-in running the very ONNX graph the plan would be built from. Version 1 is there at
     start, version 2 is added while the server runs (the poller loads it); with both live, each version of
     ``tagger`` must answer with its own plan's scores and its own thresholds."""
-    checkpoint = torch.load(synthetic_model / "checkpoint" / "checkpoint.pt", weights_only=False)
     repo = tmp_path / "gpu_repo"
     serving = ServingConfig(num_versions=2)
     real_config = export.model_config

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import torch
 
 from stream.backfill import main as backfill
 from stream.clients import UploadPublisher, photo_id_for, upload_event
@@ -55,7 +54,7 @@ def search_json(capsys, query: str, db: Path) -> list[dict]:
 
 
 def test_upload_tag_index_search_then_retag_with_version_2(
-    synthetic_model, model_repo, tmp_path, capsys, outcome_reader
+    checkpoint, model_repo, tmp_path, capsys, outcome_reader
 ):
     manifest = make_photo_set(tmp_path / "photos", N_PHOTOS, seed=4242, size=(320, 240), split="search")
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
@@ -88,7 +87,6 @@ def test_upload_tag_index_search_then_retag_with_version_2(
             assert resp.headers["Content-Type"] == "image/jpeg" and len(resp.read()) > 1000
 
         # a new model version (the same weights, so the same tags), served once Triton has polled it
-        checkpoint = torch.load(synthetic_model / "checkpoint" / "checkpoint.pt", weights_only=False)
         assert write_version(model_repo, checkpoint).name == "2"
         ready = f"http://{stack.triton_http}/v2/models/tagger/versions/2/ready"
         wait_until("Triton serving version 2", lambda: _http_ok(ready), 60, stack)

@@ -20,11 +20,6 @@ ONNX_TYPES = {onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.FLOAT: "TYP
 
 
 @pytest.fixture(scope="module")
-def checkpoint(synthetic_model):
-    return torch.load(synthetic_model / "checkpoint" / "checkpoint.pt", weights_only=False)
-
-
-@pytest.fixture(scope="module")
 def real_images(synthetic_model, checkpoint):
     h, w = checkpoint["input_size"]
     paths = sorted((synthetic_model / "val").glob("*.jpg"))[:24]

@@ -11,7 +11,6 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from stream.images import decode
 from trainer.export import write_version
@@ -32,11 +31,6 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def trt():
     return TRT
-
-
-@pytest.fixture(scope="module")
-def checkpoint(synthetic_model):
-    return torch.load(synthetic_model / "checkpoint" / "checkpoint.pt", weights_only=False)
 
 
 @pytest.fixture(scope="module")
