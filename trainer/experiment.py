@@ -217,12 +217,11 @@ def run_paper(out: Path, recipe: PaperRecipe, seed: int = 0, threads: int = 2) -
     noisy, clean, val, test, pre = (sets[n] for n in ("noisy", "clean", "val", "test", "pretrain"))
     ckpt_dir = out / "checkpoints"
     results: dict = {"recipe": dataclasses.asdict(recipe), "seed": seed, "regimes": {}, "models": {}}
+    base = TrainConfig(model=recipe.model, size=recipe.size, seed=seed, threads=threads)
 
     # noisy-only, for every model of the cost comparison (the regimes' model among them)
     for name in recipe.models:
-        config = TrainConfig(
-            model=name, size=recipe.size, epochs=recipe.noisy_epochs, seed=seed, threads=threads
-        )
+        config = dataclasses.replace(base, model=name, epochs=recipe.noisy_epochs)
         model, seconds = train_on(noisy.images, noisy.user_targets, config, vocab.tags, f"noisy-only {name}")  # type: ignore[arg-type]
         scores, metrics = score(model, test)
         cost = model_cost(name, recipe.size, k, repeats=5)
@@ -236,14 +235,7 @@ def run_paper(out: Path, recipe: PaperRecipe, seed: int = 0, threads: int = 2) -
             _report(out / "reports" / "noisy_only", model, scores, test, val, "noisy-only")
 
     if recipe.loss_ablation:
-        config = TrainConfig(
-            model=recipe.model,
-            size=recipe.size,
-            epochs=recipe.noisy_epochs,
-            seed=seed,
-            threads=threads,
-            loss="bce",
-        )
+        config = dataclasses.replace(base, epochs=recipe.noisy_epochs, loss="bce")
         model, _ = train_on(noisy.images, noisy.user_targets, config, vocab.tags, "noisy-only, BCE loss")  # type: ignore[arg-type]
         results["loss_ablation"] = {
             "asl": results["regimes"]["noisy_only"]["mAP"],
@@ -251,14 +243,7 @@ def run_paper(out: Path, recipe: PaperRecipe, seed: int = 0, threads: int = 2) -
         }
 
     # clean pretraining on the close-ups (single-label softmax over their own classes)
-    config = TrainConfig(
-        model=recipe.model,
-        size=recipe.size,
-        epochs=recipe.pretrain_epochs,
-        seed=seed,
-        threads=threads,
-        loss="softmax",
-    )
+    config = dataclasses.replace(base, epochs=recipe.pretrain_epochs, loss="softmax")
     model, pretrain_seconds = train_on(
         pre.images, pre.clean_targets, config, list(PRETRAIN_CLASSES), "clean pretrain"
     )  # type: ignore[arg-type]
