@@ -185,7 +185,7 @@ class TagCollector(threading.Thread):
         self.bootstrap = bootstrap
         self.seen: dict[str, float] = {}
         self.dead: set[str] = set()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # not `_stop`: Thread has an internal method of that name
 
     def run(self) -> None:
         from stream.clients import follow
@@ -194,7 +194,7 @@ class TagCollector(threading.Thread):
             self.bootstrap,
             ["photo-tags", "photo-uploads-dlq"],
             idle_timeout_s=None,
-            should_stop=self._stop.is_set,
+            should_stop=self._stopping.is_set,
         ):
             pid = orjson.loads(value or b"{}").get("photo_id")
             self.seen.setdefault(pid, time.time())
@@ -210,7 +210,7 @@ class TagCollector(threading.Thread):
         return False
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
 
 def upload_value(pid: str, path: Path) -> bytes:
@@ -261,8 +261,7 @@ def bench_stream(
             if delay > 0:
                 time.sleep(delay)
             sent[pid] = time.time()
-            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))
-            publisher._producer.poll(0)
+            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))  # send() serves delivery callbacks
         publisher.flush()
         if not collector.wait(set(lat_ids), 300):
             raise RuntimeError("latency-phase uploads got no outcome")
