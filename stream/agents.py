@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
@@ -34,6 +34,7 @@ import numpy as np
 
 from stream import metrics
 from stream.app import Topics
+from stream.decodepool import DecodePool
 from stream.events import (
     ErrorCode,
     PermanentError,
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 #: sent to Triton sooner, as soon as ``infer_batch_size`` of them are decoded.
 STRAGGLER_S = 1.0
 HEALTH_INTERVAL_S = 2.0
+DEADLINE_CHECK_S = 0.5  # how often a waiting batch looks for photos stuck past their decode deadline
 EXIT_UNCOMMITTED = 70  # exit status when the worker stops on purpose without committing its batch
 
 
@@ -70,49 +72,82 @@ def decode_photo(data: bytes, settings: Settings, model_input: ModelInput) -> np
         raise PermanentError(ErrorCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
 
 
-def read_and_decode(url: str, settings: Settings, model_input: ModelInput) -> np.ndarray:
+def read_and_decode_upload(
+    upload: Upload, settings: Settings, model_input: ModelInput
+) -> tuple[Upload, np.ndarray]:
     """A ``file://`` photo read (under the allowed roots) and decoded in one go."""
+    started = time.monotonic()
     s = settings
-    data = fetch(url, s.allowed_roots, s.max_image_bytes, s.fetch_timeout_s, s.allow_loopback_http)
-    return decode_photo(data, settings, model_input)
+    try:
+        data = fetch(upload.url, s.allowed_roots, s.max_image_bytes, s.fetch_timeout_s, s.allow_loopback_http)
+        return upload, decode_photo(data, settings, model_input)
+    finally:
+        metrics.LOAD_SECONDS.observe(time.monotonic() - started)
 
 
 class Tagger:
-    """Per-process state of the agent: the Triton client, the thread pools and the model's input shape."""
+    """Per-process state of the agent: the Triton client, the decode threads and the model's input shape."""
 
     def __init__(self, settings: Settings, topics: Topics) -> None:
         self.settings = settings
         self.topics = topics
         self.client = TaggerClient(settings.triton_grpc, settings.model_name, settings.triton_timeout_s)
         self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
-        self.pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self.decode_slots = asyncio.Semaphore(settings.decode_threads)
+        self.decoder = DecodePool(settings.decode_threads, settings.decode_timeout_s)
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
 
     async def process(self, events: list[faust.EventT]) -> None:
-        """Produce one output per event and wait until the broker has acknowledged all of them."""
+        """Produce one output per event and wait until the broker has acknowledged all of them.
+
+        Every photo of the batch goes to the decode threads at once; decoded photos are sent to Triton in
+        chunks of ``infer_batch_size`` as they come back, so decoding overlaps inference and publishing."""
         while self.model_input is None:  # set by the connect_triton task once the model is ready
             await asyncio.sleep(0.1)
         model_input = self.model_input
         metrics.EVENTS_IN.inc(len(events))
         metrics.IN_FLIGHT.inc(len(events))
+        loop = asyncio.get_running_loop()
         try:
-            tasks = {asyncio.ensure_future(self._load(e, model_input)): e for e in events}
+            arrived: collections.deque[tuple[faust.EventT, asyncio.Future]] = collections.deque()
+            wake: list[asyncio.Future | None] = [None]
+
+            def on_done(event: faust.EventT, future: asyncio.Future) -> None:
+                arrived.append((event, future))
+                if wake[0] is not None and not wake[0].done():
+                    wake[0].set_result(None)
+
+            for event in events:
+                self._load(event, model_input).add_done_callback(functools.partial(on_done, event))
+            remaining = len(events)
             pending: list[asyncio.Future] = []
             ready: list[tuple[faust.EventT, tuple[Upload, np.ndarray] | PermanentError]] = []
             first_ready_at = 0.0
-            loop = asyncio.get_running_loop()
-            while tasks:
-                # Decoding goes on in the pool while a chunk is with Triton: a batch of events is
-                # inferred in chunks as soon as each is decoded, so decode and inference overlap.
-                wait = None if not ready else max(0.0, first_ready_at + STRAGGLER_S - loop.time())
-                done, _ = await asyncio.wait(tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                if done and not ready:
+            while remaining:
+                if not arrived:
+                    # A straggler delays only itself: what is ready goes out after STRAGGLER_S at most.
+                    timeout = DEADLINE_CHECK_S
+                    if ready:
+                        timeout = min(timeout, max(0.0, first_ready_at + STRAGGLER_S - loop.time()))
+                    wake[0] = loop.create_future()
+                    await asyncio.wait((wake[0],), timeout=timeout)
+                    wake[0] = None
+                    self.decoder.expire()  # a photo stuck past its decode deadline becomes a dead letter
+                if arrived and not ready:
                     first_ready_at = loop.time()
-                ready += [(tasks.pop(t), t.result()) for t in done]
-                if len(ready) >= self.settings.infer_batch_size or not tasks or not done:
+                while arrived:
+                    event, future = arrived.popleft()
+                    remaining -= 1
+                    error = future.exception()
+                    if error is None:
+                        ready.append((event, future.result()))
+                    elif isinstance(error, PermanentError):
+                        ready.append((event, error))
+                    else:
+                        raise error  # a bug: the pipeline stops the worker without committing
+                straggling = ready and loop.time() >= first_ready_at + STRAGGLER_S
+                if len(ready) >= self.settings.infer_batch_size or not remaining or straggling:
                     pending += await self._publish(ready, model_input)
                     ready = []
             await asyncio.gather(*pending)  # the broker acknowledged every output: offsets may now move
@@ -124,6 +159,7 @@ class Tagger:
         ready: list[tuple[faust.EventT, tuple[Upload, np.ndarray] | PermanentError]],
         model_input: ModelInput,
     ) -> list[asyncio.Future]:
+        """Send the dead letters and the tag events of ``ready``; the broker's acknowledgements to await."""
         pending = []
         good = []
         for event, result in ready:
@@ -131,6 +167,10 @@ class Tagger:
                 pending.append(await self._send_dead_letter(event, result))
             else:
                 good.append(result)
+        # Tag events go straight to the app's producer (acks=all): Faust's Topic.send would wrap each in
+        # its own message and future objects first, which cost more per event than the produce itself.
+        producer = self.topics.tags.app.producer
+        topic = self.settings.tags_topic
         step = max(1, model_input.max_batch_size)
         for start in range(0, len(good), step):
             chunk = good[start : start + step]
@@ -139,31 +179,32 @@ class Tagger:
             tagged_at = now_rfc3339()
             for (upload, _), prediction in zip(chunk, predictions, strict=True):
                 value = tag_event(upload, prediction.tags, self.settings.model_name, version, tagged_at)
-                pending.append(
-                    await self.topics.tags.send(key=upload.photo_id.encode(), value=value, force=True)
-                )
+                pending.append(await producer.send(topic, upload.photo_id.encode(), value, None, None, None))
                 metrics.observe_latency(upload.uploaded_at)
             metrics.EVENTS_OUT.labels("tagged").inc(len(chunk))
         return pending
 
-    async def _load(
-        self, event: faust.EventT, model_input: ModelInput
-    ) -> tuple[Upload, np.ndarray] | PermanentError:
-        started = time.monotonic()
+    def _load(self, event: faust.EventT, model_input: ModelInput) -> asyncio.Future:
+        """A future of ``(upload, image)``, or of the PermanentError that makes it a dead letter."""
         try:
             upload = parse_upload(event.value)
-            if upload.url.startswith("file:"):
-                # A local read cannot be transiently unavailable: read and decode in one pool call,
-                # saving a thread hop per photo (measured: the hops cost more than the read).
-                image = await self._decode(read_and_decode, upload.url, self.settings, model_input)
-            else:
-                data = await self._fetch(upload)
-                image = await self._decode(decode_photo, data, self.settings, model_input)
         except PermanentError as exc:
-            return exc
+            done = asyncio.get_running_loop().create_future()
+            done.set_exception(exc)
+            return done
+        if upload.url.startswith("file:"):
+            # A local read cannot be transiently unavailable: read and decode in one call on a decode
+            # thread, with no hop through the event loop in between.
+            return self.decoder.submit(read_and_decode_upload, upload, self.settings, model_input)
+        return asyncio.ensure_future(self._load_remote(upload, model_input))
+
+    async def _load_remote(self, upload: Upload, model_input: ModelInput) -> tuple[Upload, np.ndarray]:
+        started = time.monotonic()
+        try:
+            data = await self._fetch(upload)
+            return upload, await self.decoder.submit(decode_photo, data, self.settings, model_input)
         finally:
             metrics.LOAD_SECONDS.observe(time.monotonic() - started)
-        return upload, image
 
     async def _fetch(self, upload: Upload) -> bytes:
         """Fetch with the source's transient failures retried (capped backoff), then ``fetch_unavailable``."""
@@ -191,21 +232,6 @@ class Tagger:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         raise PermanentError(ErrorCode.FETCH_UNAVAILABLE, f"{reason} ({s.fetch_attempts} attempts)")
-
-    async def _decode(self, work: Callable[..., np.ndarray], *args: object) -> np.ndarray:
-        """Run ``work(*args)`` in the decode pool with a deadline that starts when a thread picks it up."""
-        loop = asyncio.get_running_loop()
-        async with self.decode_slots:
-            call = loop.run_in_executor(self.pool, work, *args)
-            try:
-                return await asyncio.wait_for(call, self.settings.decode_timeout_s)
-            except TimeoutError:
-                # The thread cannot be stopped: abandon it with its pool so later images get a free thread.
-                self.pool.shutdown(wait=False)
-                self.pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
-                raise PermanentError(
-                    ErrorCode.DECODE_TIMEOUT, f"decoding took over {self.settings.decode_timeout_s}s"
-                ) from None
 
     async def _send_dead_letter(self, event: faust.EventT, error: PermanentError) -> asyncio.Future:
         msg = event.message
@@ -253,7 +279,12 @@ class InOrderPipeline:
                 getter = None
                 deadline = loop.time() + self.settings.batch_window_s
                 while len(batch) < self.settings.batch_size:
-                    getter = getter or asyncio.ensure_future(self.queue.get())
+                    # What is already queued is taken at once (no get is pending here, so order holds)
+                    while len(batch) < self.settings.batch_size and not self.queue.empty():
+                        batch.append(self.queue.get_nowait())
+                    if len(batch) >= self.settings.batch_size:
+                        break
+                    getter = asyncio.ensure_future(self.queue.get())
                     # wait() never cancels the get: an event taken as the window closes is kept
                     done, _ = await asyncio.wait({getter}, timeout=max(0.0, deadline - loop.time()))
                     if not done:

@@ -23,6 +23,7 @@ import stat
 import struct
 import time
 import urllib.parse
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -41,7 +42,7 @@ class SourceUnavailable(Exception):
 
 
 def fetch(
-    url: str, allowed_roots: list[str], max_bytes: int, timeout_s: float, allow_loopback: bool = False
+    url: str, allowed_roots: Sequence[str], max_bytes: int, timeout_s: float, allow_loopback: bool = False
 ) -> bytes:
     """Return the bytes behind ``url``: ``file://`` under ``allowed_roots`` or public ``http(s)://``.
 
@@ -57,7 +58,7 @@ def fetch(
     raise PermanentError(ErrorCode.FORBIDDEN_URL, f"scheme {parts.scheme!r} not allowed in {url[:200]!r}")
 
 
-def _read_file(path: str, allowed_roots: list[str], max_bytes: int) -> bytes:
+def _read_file(path: str, allowed_roots: Sequence[str], max_bytes: int) -> bytes:
     if "\x00" in path:
         raise PermanentError(ErrorCode.FORBIDDEN_URL, "NUL byte in file path")
     real = os.path.realpath(path)  # resolves '..' and symlinks before the root check

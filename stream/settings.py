@@ -8,6 +8,7 @@ reads; the Kubernetes manifests are tested against it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -44,9 +45,9 @@ class Settings:
     allow_loopback_http: bool = field(default=False, metadata={"env": "DARKROOM_ALLOW_LOOPBACK_HTTP"})
     max_frames: int = field(default=100, metadata={"env": "DARKROOM_MAX_FRAMES"})
     decode_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_DECODE_TIMEOUT_S"})
-    #: on SIGTERM, how long an in-flight batch may take to finish before the worker exits without committing
     #: aiokafka ``enable_idempotence`` (needs InitProducerId v0, which embedded Tansu rejects; on for Kafka)
     producer_idempotence: bool = field(default=False, metadata={"env": "DARKROOM_PRODUCER_IDEMPOTENCE"})
+    #: on SIGTERM, how long an in-flight batch may take to finish before the worker exits without committing
     drain_timeout_s: float = field(default=30.0, metadata={"env": "DARKROOM_DRAIN_TIMEOUT_S"})
     triton_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_TRITON_TIMEOUT_S"})
     session_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_SESSION_TIMEOUT_S"})
@@ -83,10 +84,11 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
 
-    @property
-    def allowed_roots(self) -> list[str]:
-        """Directories under which ``file://`` URLs may be read (``os.pathsep``-separated setting)."""
-        return [os.path.realpath(p) for p in self.file_roots.split(os.pathsep) if p]
+    @functools.cached_property
+    def allowed_roots(self) -> tuple[str, ...]:
+        """Directories under which ``file://`` URLs may be read (``os.pathsep``-separated setting), resolved
+        once: every photo read checks against them."""
+        return tuple(os.path.realpath(p) for p in self.file_roots.split(os.pathsep) if p)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

@@ -16,7 +16,9 @@ class OutcomeReader:
 
     def __init__(self, bootstrap: str, topics: tuple[str, ...] = ("photo-tags", "photo-uploads-dlq")) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or [])]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or [])
+        ]
         self.consumer.assign(parts)
         self.consumer.seek_to_beginning(*parts)
         self.outcomes: dict[str, list[tuple[str, dict]]] = defaultdict(list)

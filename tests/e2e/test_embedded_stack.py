@@ -63,7 +63,9 @@ def up(synthetic_model, tmp_path_factory):
 
 
 def upload(photo_id: str, url: str) -> bytes:
-    return orjson.dumps({"photo_id": photo_id, "url": url, "uploaded_at": "2026-11-29T00:00:00Z", "user_tags": []})
+    return orjson.dumps(
+        {"photo_id": photo_id, "url": url, "uploaded_at": "2026-11-29T00:00:00Z", "user_tags": []}
+    )
 
 
 def test_up_prints_endpoints_then_ready(up):
@@ -94,7 +96,9 @@ def test_every_upload_good_or_broken_ends_in_exactly_one_outcome(up, outcome_rea
         record = json.loads(line)
         pid = f"good-{Path(record['path']).stem}"
         truth[pid] = set(record["labels"])
-        producer.produce("photo-uploads", key=pid, value=upload(pid, (manifest.parent / record["path"]).as_uri()))
+        producer.produce(
+            "photo-uploads", key=pid, value=upload(pid, (manifest.parent / record["path"]).as_uri())
+        )
     (up["photos"] / "notes.jpg").write_text("this is not an image")
     (up["photos"] / "cut.jpg").write_bytes((manifest.parent / "batch-99-000000.jpg").read_bytes()[:500])
     broken = {
@@ -127,7 +131,9 @@ def test_every_upload_good_or_broken_ends_in_exactly_one_outcome(up, outcome_rea
     precision = hits / max(1, sum(len(v) for v in predicted.values()))
     recall = hits / sum(len(v) for v in truth.values())
     chance = sum(len(v) for v in truth.values()) / (15 * len(truth))  # precision of tags drawn at random
-    print(f"\ntag agreement with known content: precision {precision:.2f}, recall {recall:.2f}, chance {chance:.2f}")
+    print(
+        f"\ntag agreement with known content: precision {precision:.2f}, recall {recall:.2f}, chance {chance:.2f}"
+    )
     assert precision >= max(0.7, 2.5 * chance) and recall >= 0.4
 
 

@@ -21,4 +21,4 @@ def test_to_env_round_trips_through_every_variable():
     s = Settings(group_id="g", file_roots="/a:/b")
     assert set(s.to_env()) == ENV_VARS
     assert Settings.from_env(s.to_env()) == s
-    assert s.allowed_roots == ["/a", "/b"]
+    assert s.allowed_roots == ("/a", "/b")

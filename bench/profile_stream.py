@@ -1,0 +1,140 @@
+"""Where the streaming CPU goes: one burst through the embedded stack, CPU per photo per process.
+
+    .venv/bin/python bench/profile_stream.py [--photos 1000] [--py-spy] [--env KEY=VALUE ...]
+
+Starts the embedded stack on the bench model and workload (``darkroom bench`` builds both), tags a burst
+of uploads and prints, as JSON, images/s and milliseconds of CPU per photo for the worker, Triton, the
+broker and this process (publisher + reader). With ``--py-spy`` it also records a flame graph of the
+worker (``--gil``: only samples holding the GIL, i.e. what serialises the worker) into the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from stream.benchmark import TagCollector, build_workload, upload_value
+from stream.clients import UploadPublisher
+from stream.embedded import Ports, Stack
+from trainer.export import ServingConfig, write_version
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def system_cpu() -> list[int]:
+    """The machine's jiffies: user, nice, system, idle, iowait, irq, softirq, steal."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of ``pid``, with its name (``comm``)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        if int(task.name) == pid:
+            name = "main"
+        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU of ``pid`` and its children (tritonserver runs its Python-backend stubs as children)."""
+    total = cpu_seconds(pid)
+    for child in Path(f"/proc/{pid}/task").glob("*/children"):
+        for c in child.read_text().split():
+            try:
+                total += tree_cpu(int(c))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--photos", type=int, default=1000)
+    parser.add_argument("--py-spy", action="store_true")
+    parser.add_argument("--env", action="append", default=[], help="worker setting, KEY=VALUE")
+    parser.add_argument("--intra-op-threads", type=int, default=2, help="ONNX Runtime threads in Triton")
+    parser.add_argument("--run-dir", type=Path, default=Path("run/profile"))
+    parser.add_argument("--checkpoint", type=Path, default=Path("data/synthetic/checkpoint/checkpoint.pt"))
+    args = parser.parse_args()
+    run_dir = args.run_dir.resolve()
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    repo = run_dir / "triton_models"
+    serving = ServingConfig(intra_op_threads=args.intra_op_threads)
+    write_version(repo, torch.load(args.checkpoint, weights_only=False), serving=serving)
+    paths = build_workload(Path("data/synthetic/bench-photos"), args.photos)
+    env = dict(kv.split("=", 1) for kv in args.env)
+    stack = Stack(run_dir / "stack", repo, Ports.free(), file_roots=[paths[0].parent], worker_env=env)
+    stack.start()
+    try:
+        collector = TagCollector(stack.bootstrap)
+        collector.start()
+        publisher = UploadPublisher(stack.bootstrap)
+        warm = {f"warm-{i}" for i in range(64)}
+        for i, pid in enumerate(sorted(warm)):
+            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))
+        publisher.flush()
+        assert collector.wait(warm, 120), "warm-up not tagged"
+        pids = {c.name: c.proc.pid for c in stack.children}
+        before = {name: tree_cpu(pid) for name, pid in pids.items()}
+        threads_before = thread_cpu(pids["worker"])
+        me_before = time.process_time()
+        sys_before = system_cpu()
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-r", "200", "--format", "raw", "-o", str(run_dir / "worker-gil.txt"),
+                 "-p", str(pids["worker"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1.0)
+        ids = [f"burst-{i:05d}" for i in range(len(paths))]
+        for pid, path in zip(ids, paths, strict=True):
+            publisher.send(pid, upload_value(pid, path))
+        publisher.flush()
+        assert collector.wait(set(ids), 600), "burst not tagged"
+        times = sorted(collector.seen[p] for p in ids)
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        after = {name: tree_cpu(pid) for name, pid in pids.items()}
+        sys_after = system_cpu()
+        jiffies = [b - a for a, b in zip(sys_before, sys_after, strict=True)]
+        machine = dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
+                           (round(j / sum(jiffies), 3) for j in jiffies), strict=True))  # fmt: skip
+        threads = thread_cpu(pids["worker"])
+        by_name: dict[str, float] = {}
+        for tid, (name, sec) in threads.items():
+            key = name if name != "python" else f"thread-{tid}"
+            by_name[key] = by_name.get(key, 0.0) + sec - threads_before.get(tid, (name, 0.0))[1]
+        me = time.process_time() - me_before
+        if spy:
+            spy.send_signal(2)
+            spy.wait()
+        collector.stop()
+        per_photo = {n: round(1000 * (after[n] - before[n]) / len(ids), 2) for n in pids}
+        per_photo["bench"] = round(1000 * me / len(ids), 2)
+        print(json.dumps({"img_s": round(rate, 1), "cpu_ms_per_photo": per_photo,
+                          "dead": len(collector.dead), "env": env, "machine_share": machine,
+                          "worker_threads_ms_per_photo": {n: round(1000 * v / len(ids), 2)
+                                                          for n, v in sorted(by_name.items()) if v > 0}}))  # fmt: skip
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

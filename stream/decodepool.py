@@ -1,0 +1,108 @@
+"""Decode threads that never wait for the event loop, with a deadline per photo.
+
+The worker's CPU goes to decoding; the event loop only routes. So every photo of a micro-batch is queued
+to the threads at once (a thread that finishes one starts the next without a round trip through the loop),
+and finished photos are handed back in bunches: one loop wake-up for whatever finished since the last,
+not one per photo.
+
+A photo whose decode runs longer than ``timeout_s`` (counted from when a thread picked it up) fails with
+``decode_timeout``. A thread cannot be stopped, so the pool it is stuck in is abandoned: its queued photos
+move to a fresh pool and the stuck thread is left to finish (or not) on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from stream.events import ErrorCode, PermanentError
+
+
+class _Job:
+    __slots__ = ("future", "fn", "args", "started", "submitted")
+
+    def __init__(self, future: asyncio.Future, fn: Callable[..., Any], args: tuple) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.started = 0.0  # monotonic time a thread picked it up; 0 while queued
+        self.submitted: Future | None = None  # the executor's handle, to cancel it while queued
+
+
+class DecodePool:
+    """``submit(fn, *args)`` → an asyncio future of ``fn(*args)`` run on one of ``threads`` threads."""
+
+    def __init__(self, threads: int, timeout_s: float, name: str = "decode") -> None:
+        self.threads = threads
+        self.timeout_s = timeout_s
+        self.name = name
+        self.abandoned = 0  # threads given up on (stuck past the deadline)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._jobs: set[_Job] = set()  # submitted, not yet settled on the loop
+        self._finished: list[tuple[_Job, Any, BaseException | None]] = []
+        self._lock = threading.Lock()
+        self._wake_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        loop = self._loop = asyncio.get_running_loop()
+        job = _Job(loop.create_future(), fn, args)
+        self._jobs.add(job)
+        job.submitted = self._pool.submit(self._run, job)
+        return job.future
+
+    def _run(self, job: _Job) -> None:  # on a pool thread
+        job.started = time.monotonic()
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = job.fn(*job.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the job
+            error = exc
+        with self._lock:
+            self._finished.append((job, result, error))
+            if self._wake_scheduled:
+                return  # the loop is already going to collect this one with the others
+            self._wake_scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:  # on the loop
+        with self._lock:
+            finished, self._finished = self._finished, []
+            self._wake_scheduled = False
+        for job, result, error in finished:
+            self._jobs.discard(job)
+            if job.future.done():  # timed out (or its waiter gave up) before it finished
+                continue
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
+
+    def expire(self) -> int:
+        """Fail the photos stuck past the deadline and move the queued ones to a fresh pool; how many."""
+        now = time.monotonic()
+        stuck = [j for j in self._jobs if j.started and now - j.started > self.timeout_s]
+        if not stuck:
+            return 0
+        for job in stuck:
+            self._jobs.discard(job)
+            if not job.future.done():
+                job.future.set_exception(
+                    PermanentError(ErrorCode.DECODE_TIMEOUT, f"decoding took over {self.timeout_s:g}s")
+                )
+        old, self._pool = self._pool, ThreadPoolExecutor(self.threads, thread_name_prefix=self.name)
+        self.abandoned += len(stuck)
+        old.shutdown(wait=False, cancel_futures=True)
+        for job in list(self._jobs):  # queued in the old pool: cancelled there, so start them here
+            if job.submitted is not None and job.submitted.cancelled():
+                job.submitted = self._pool.submit(self._run, job)
+        return len(stuck)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
