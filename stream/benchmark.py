@@ -121,6 +121,45 @@ def bench_decode(paths: list[Path], size: tuple[int, int]) -> dict:
     return out
 
 
+# -- CPU accounting ---------------------------------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its live children: tritonserver runs its model stubs as
+    child processes, so its cost is the tree's."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / _TICK
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            total += sum(process_cpu_s(int(c)) for c in children.read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+class CpuMeter:
+    """Milliseconds of CPU per photo spent by each named process (and this one) between start and stop."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+        self.me = time.process_time()
+        self.wall = time.perf_counter()
+
+    def per_photo_ms(self, photos: int) -> dict:
+        spent = {name: process_cpu_s(pid) - self.before[name] for name, pid in self.pids.items()}
+        spent["bench client"] = time.process_time() - self.me  # the publisher and the tag reader
+        wall = time.perf_counter() - self.wall
+        out = {name: round(1000 * sec / photos, 2) for name, sec in spent.items()}
+        out["total"] = round(sum(1000 * sec / photos for sec in spent.values()), 2)
+        out["cores_busy"] = round(sum(spent.values()) / wall, 2)
+        return out
+
+
 # -- offline ceiling -------------------------------------------------------------------------------------------------
 def offline_rate(
     paths: list[Path],
@@ -160,14 +199,19 @@ def offline_rate(
 def bench_offline(paths: list[Path], onnx_path: Path, size: tuple[int, int], quick: bool) -> dict:
     """The best configuration over a small sweep (on a sample), then its rate on the whole workload."""
     sample = paths[: min(len(paths), 120 if not quick else 60)]
-    grid = [(b, d, t) for b in (8, 16, 32) for d in (1, 2) for t in (1, 2)]
+    threads = range(1, (os.cpu_count() or 1) + 2)  # one more than the cores: Pillow holds the GIL part-time
+    grid = [(b, d, t) for b in (8, 16, 32) for d in threads for t in (1, 2)]
     results = []
     for b, d, t in track(grid, description="offline sweep", console=console):
         results.append(((b, d, t), offline_rate(sample, onnx_path, size, b, d, t)))
     (b, d, t), _ = max(results, key=lambda r: r[1])
+    cpu, wall = time.process_time(), time.perf_counter()
     rate = offline_rate(paths, onnx_path, size, b, d, t)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return {
         "img_s": round(rate, 1),
+        "cpu_ms_per_photo": round(1000 * cpu / len(paths), 2),
+        "cores_busy": round(cpu / wall, 2),
         "best": {"batch": b, "decode_threads": d, "ort_threads": t},
         "sweep": [
             {"batch": c[0], "decode_threads": c[1], "ort_threads": c[2], "img_s": round(r, 1)}
@@ -244,11 +288,13 @@ def bench_stream(
             raise RuntimeError(f"the worker did not tag the warm-up uploads; see {run_dir}/worker.log")
 
         ids = [f"burst-{i:05d}" for i in range(len(paths))]
+        meter = CpuMeter({c.name: c.proc.pid for c in stack.children})
         for pid, path in zip(ids, paths, strict=True):
             publisher.send(pid, upload_value(pid, path))
         publisher.flush()
         if not collector.wait(set(ids), 600):
             raise RuntimeError(f"{len(set(ids) - collector.seen.keys())} burst uploads got no outcome")
+        cpu = meter.per_photo_ms(len(ids))
         times = sorted(collector.seen[p] for p in ids)
         stream_rate = (len(times) - 1) / (times[-1] - times[0])
 
@@ -270,6 +316,7 @@ def bench_stream(
         return {
             "img_s": round(stream_rate, 1),
             "dead_letters": len(collector.dead),
+            "cpu_ms_per_photo": cpu,
             "latency_load_img_s": round(rate, 1),
             "latency_ms": {
                 q: round(float(np.percentile(latencies, int(q[1:]))), 1) for q in ("p50", "p95", "p99")
@@ -350,6 +397,12 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _stream_cpu(results: dict) -> dict[str, float]:
+    """The streaming run's CPU per photo by process (without the total and cores)."""
+    cpu = results["stream"]["cpu_ms_per_photo"]
+    return {k: v for k, v in cpu.items() if k not in ("total", "cores_busy")}
+
+
 def write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -374,6 +427,17 @@ def write_report(results: dict, out: Path) -> None:
         "",
         f"Decode: full {results['decode']['full_mp_s']} MP/s, draft {results['decode']['draft_mp_s']} MP/s "
         f"(x{results['decode']['draft_speedup']}).",
+        "",
+        "CPU per photo (ms), measured per process over the streaming burst and over the offline run:",
+        "",
+        "| where | ms of CPU per photo |",
+        "| --- | ---: |",
+        f"| offline, in one process | {results['offline']['cpu_ms_per_photo']} |",
+        *[f"| streaming: {name} | {ms} |" for name, ms in _stream_cpu(results).items()],
+        f"| streaming: all | {results['stream']['cpu_ms_per_photo']['total']} |",
+        "",
+        f"Cores busy: offline {results['offline']['cores_busy']}, "
+        f"streaming {results['stream']['cpu_ms_per_photo']['cores_busy']} of {results['machine']['cores']}.",
     ]
     (out / "latest.md").write_text("\n".join(md) + "\n")
     try:
@@ -383,10 +447,19 @@ def write_report(results: dict, out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(15, 3.8))
     ax1.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color=["#999", "#2a6", "#47a"])
     ax1.set_xlabel("images / s")
     ax1.set_title("throughput")
+    left = 0.0
+    colors = ["#2a6", "#47a", "#a64", "#999", "#666"]
+    ax3.barh(["offline"], [results["offline"]["cpu_ms_per_photo"]], color="#47a")
+    for (name, ms), color in zip(_stream_cpu(results).items(), colors, strict=False):
+        ax3.barh(["streaming"], [ms], left=left, color=color, label=name)
+        left += ms
+    ax3.legend(fontsize=7, loc="lower right")
+    ax3.set_xlabel("ms of CPU per photo")
+    ax3.set_title("where the CPU goes")
     ax2.bar(list(lat), list(lat.values()), color="#a64")
     ax2.set_ylabel("ms")
     ax2.set_title(f"latency at 50% load ({results['stream']['latency_load_img_s']} img/s)")

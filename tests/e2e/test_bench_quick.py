@@ -30,6 +30,9 @@ def test_quick_bench_writes_every_result(synthetic_model, tmp_path):
         assert saved[key] > 0
     assert saved["ratio_stream_offline"] == round(saved["stream_img_s"] / saved["offline_img_s"], 3)
     assert set(saved["latency_ms"]) == {"p50", "p95", "p99"}
+    cpu = saved["stream"]["cpu_ms_per_photo"]  # where the streaming CPU went, process by process
+    assert all(cpu[part] > 0 for part in ("broker", "triton", "worker", "bench client"))
+    assert cpu["total"] >= cpu["worker"] + cpu["triton"] and saved["offline"]["cpu_ms_per_photo"] > 0
     assert (tmp_path / "out" / "latest.md").read_text().startswith("# Darkroom benchmark")
     assert (tmp_path / "out" / "latest.png").stat().st_size > 1000
 
