@@ -1,11 +1,14 @@
-"""Where the streaming CPU goes: one burst through the embedded stack, CPU per photo per process.
+"""Where the streaming CPU goes: bursts through the embedded stack, CPU per photo per process and thread.
 
-    .venv/bin/python bench/profile_stream.py [--photos 1000] [--py-spy] [--env KEY=VALUE ...]
+    .venv/bin/python bench/profile_stream.py [--photos 1000] [--bursts 3] [--workers 1] [--partitions 4]
+                                             [--intra-op-threads 2] [--py-spy] [--env KEY=VALUE ...]
 
-Starts the embedded stack on the bench model and workload (``darkroom bench`` builds both), tags a burst
-of uploads and prints, as JSON, images/s and milliseconds of CPU per photo for the worker, Triton, the
-broker and this process (publisher + reader). With ``--py-spy`` it also records a flame graph of the
-worker (``--gil``: only samples holding the GIL, i.e. what serialises the worker) into the run folder.
+Starts the embedded stack on the bench model and workload (``darkroom bench`` builds both), then per burst
+publishes every photo at once and prints one JSON line: images/s, milliseconds of CPU per photo for the
+worker, Triton, the broker and this process (publisher + reader), the worker's per-thread CPU (``main`` is
+the event loop; the two busiest others are the decode threads) and the machine's CPU shares (``steal``:
+taken by the host, so the burst measured a busy neighbour). ``--py-spy`` records the worker's first burst
+(``--gil``: only samples holding the GIL, i.e. what serialises the worker) as raw stacks in the run folder.
 """
 
 from __future__ import annotations
@@ -65,10 +68,50 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def measure_burst(
+    burst: int, paths: list[Path], pids: dict[str, int], publisher: UploadPublisher, collector: TagCollector
+) -> dict:
+    """Publish every photo at once, wait for every tag event; images/s and CPU per photo by process."""
+    before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    threads_before = thread_cpu(pids["worker"])
+    me_before = time.process_time()
+    sys_before = system_cpu()
+    ids = [f"burst-{burst}-{i:05d}" for i in range(len(paths))]
+    for pid, path in zip(ids, paths, strict=True):
+        publisher.send(pid, upload_value(pid, path))
+    publisher.flush()
+    assert collector.wait(set(ids), 600), "burst not tagged"
+    times = sorted(collector.seen[p] for p in ids)
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    after = {name: tree_cpu(pid) for name, pid in pids.items()}
+    jiffies = [b - a for a, b in zip(sys_before, system_cpu(), strict=True)]
+    machine = dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
+                       (round(j / sum(jiffies), 3) for j in jiffies), strict=True))  # fmt: skip
+    by_name: dict[str, float] = {}
+    for tid, (name, sec) in thread_cpu(pids["worker"]).items():
+        key = name if name != "python" else f"thread-{tid}"
+        by_name[key] = by_name.get(key, 0.0) + sec - threads_before.get(tid, (name, 0.0))[1]
+    per_photo = {n: round(1000 * (after[n] - before[n]) / len(ids), 2) for n in pids}
+    per_photo["bench"] = round(1000 * (time.process_time() - me_before) / len(ids), 2)
+    return {
+        "burst": burst,
+        "img_s": round(rate, 1),
+        "cpu_ms_per_photo": per_photo,
+        "dead": len(collector.dead),
+        "machine_share": machine,
+        "worker_threads_ms_per_photo": {
+            n: round(1000 * v / len(ids), 2) for n, v in sorted(by_name.items()) if v > 0
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--photos", type=int, default=1000)
-    parser.add_argument("--py-spy", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of the uploads topic")
+    parser.add_argument("--bursts", type=int, default=1, help="bursts one after the other, each reported")
+    parser.add_argument("--py-spy", action="store_true", help="flame graph of the worker's first burst")
     parser.add_argument("--env", action="append", default=[], help="worker setting, KEY=VALUE")
     parser.add_argument("--intra-op-threads", type=int, default=2, help="ONNX Runtime threads in Triton")
     parser.add_argument("--run-dir", type=Path, default=Path("run/profile"))
@@ -81,7 +124,10 @@ def main() -> None:
     write_version(repo, torch.load(args.checkpoint, weights_only=False), serving=serving)
     paths = build_workload(Path("data/synthetic/bench-photos"), args.photos)
     env = dict(kv.split("=", 1) for kv in args.env)
-    stack = Stack(run_dir / "stack", repo, Ports.free(), file_roots=[paths[0].parent], worker_env=env)
+    stack = Stack(
+        run_dir / "stack", repo, Ports.free(), file_roots=[paths[0].parent], worker_env=env,
+        uploads_partitions=args.partitions, workers=args.workers,
+    )  # fmt: skip
     stack.start()
     try:
         collector = TagCollector(stack.bootstrap)
@@ -93,45 +139,22 @@ def main() -> None:
         publisher.flush()
         assert collector.wait(warm, 120), "warm-up not tagged"
         pids = {c.name: c.proc.pid for c in stack.children}
-        before = {name: tree_cpu(pid) for name, pid in pids.items()}
-        threads_before = thread_cpu(pids["worker"])
-        me_before = time.process_time()
-        sys_before = system_cpu()
-        spy = None
-        if args.py_spy:
-            spy = subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-r", "200", "--format", "raw", "-o", str(run_dir / "worker-gil.txt"),
-                 "-p", str(pids["worker"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            time.sleep(1.0)
-        ids = [f"burst-{i:05d}" for i in range(len(paths))]
-        for pid, path in zip(ids, paths, strict=True):
-            publisher.send(pid, upload_value(pid, path))
-        publisher.flush()
-        assert collector.wait(set(ids), 600), "burst not tagged"
-        times = sorted(collector.seen[p] for p in ids)
-        rate = (len(times) - 1) / (times[-1] - times[0])
-        after = {name: tree_cpu(pid) for name, pid in pids.items()}
-        sys_after = system_cpu()
-        jiffies = [b - a for a, b in zip(sys_before, sys_after, strict=True)]
-        machine = dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
-                           (round(j / sum(jiffies), 3) for j in jiffies), strict=True))  # fmt: skip
-        threads = thread_cpu(pids["worker"])
-        by_name: dict[str, float] = {}
-        for tid, (name, sec) in threads.items():
-            key = name if name != "python" else f"thread-{tid}"
-            by_name[key] = by_name.get(key, 0.0) + sec - threads_before.get(tid, (name, 0.0))[1]
-        me = time.process_time() - me_before
-        if spy:
-            spy.send_signal(2)
-            spy.wait()
+        for burst in range(args.bursts):
+            spy = None
+            if args.py_spy and burst == 0:
+                spy = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-r", "200", "--format",
+                     "raw", "-o", str(run_dir / "worker-gil.txt"), "-p", str(pids["worker"])],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(1.0)
+            print(
+                json.dumps(measure_burst(burst, paths, pids, publisher, collector) | {"env": env}), flush=True
+            )
+            if spy:
+                spy.send_signal(2)
+                spy.wait()
         collector.stop()
-        per_photo = {n: round(1000 * (after[n] - before[n]) / len(ids), 2) for n in pids}
-        per_photo["bench"] = round(1000 * me / len(ids), 2)
-        print(json.dumps({"img_s": round(rate, 1), "cpu_ms_per_photo": per_photo,
-                          "dead": len(collector.dead), "env": env, "machine_share": machine,
-                          "worker_threads_ms_per_photo": {n: round(1000 * v / len(ids), 2)
-                                                          for n, v in sorted(by_name.items()) if v > 0}}))  # fmt: skip
     finally:
         stack.stop()
 

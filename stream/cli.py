@@ -16,7 +16,14 @@ console = Console(stderr=True)
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start broker, Triton and worker; print endpoints and ``darkroom ready``; stop all on Ctrl-C/SIGTERM."""
-    from stream.embedded import Ports, Stack, StackError
+    from stream.embedded import TOPIC_PARTITIONS, Ports, Stack, StackError, default_workers
+
+    if args.workers is not None and not 1 <= args.workers <= TOPIC_PARTITIONS["uploads"]:
+        console.print(
+            f"[red]error:[/] --workers must be 1..{TOPIC_PARTITIONS['uploads']} (the uploads topic has "
+            f"{TOPIC_PARTITIONS['uploads']} partitions; a worker beyond them would idle), got {args.workers}"
+        )
+        return 2
 
     ports = Ports(
         args.kafka_port,
@@ -33,6 +40,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         file_roots=args.file_root or [Path.cwd()],
         with_worker=not args.no_worker,
         with_indexer=not args.no_indexer,
+        workers=args.workers or default_workers(),
     )
     if not (args.model_repo / "tagger" / "config.pbtxt").exists():
         console.print(
@@ -57,8 +65,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(
         f"triton     http://{stack.triton_http}  grpc {stack.triton_grpc}  metrics http://127.0.0.1:{ports.triton_metrics}/metrics"
     )
-    if stack.with_worker:
-        print(f"worker     http://127.0.0.1:{ports.worker_web}/metrics  (logs {args.run_dir}/worker.log)")
+    for i, port in enumerate(stack.worker_ports):
+        name = "worker" if i == 0 else f"worker{i + 1}"
+        print(f"{name:<10} http://127.0.0.1:{port}/metrics  (logs {args.run_dir}/{name}.log)")
     if stack.with_indexer:
         print(f"search     {stack.web_url}  (index {stack.index_db})")
     print(f"logs       {args.run_dir}")
@@ -194,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder file:// uploads may read (repeatable; default: cwd)",
     )
     up.add_argument("--web-port", type=int, default=8080, help="search page port (the indexer's)")
+    up.add_argument("--workers", type=int, help="worker processes (default: one per core, at most 4, "
+                    "the uploads topic's partitions); worker N listens on --worker-port + N - 1")  # fmt: skip
     up.add_argument("--no-worker", action="store_true", help="start only broker and Triton")
     up.add_argument("--no-indexer", action="store_true", help="start no search indexer and page")
     up.set_defaults(func=cmd_up)

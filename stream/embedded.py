@@ -73,6 +73,8 @@ class Stack:
     worker_env: dict[str, str] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     with_indexer: bool = False  # the search indexer and its page (``web_url``), index in run_dir/index.sqlite
+    uploads_partitions: int = TOPIC_PARTITIONS["uploads"]  # at most this many workers share the uploads
+    workers: int = 1  # worker processes in one consumer group, on web ports worker_web, worker_web + 1, ...
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()  # children run in other working directories
@@ -228,7 +230,7 @@ class Stack:
                 "--storage-engine", "memory://tansu/"]  # fmt: skip
         child = self._spawn("broker", argv)
         self._wait(child, lambda: _kafka_answers(self.bootstrap), timeout_s, "metadata request")
-        create_topics(self.bootstrap, Settings())
+        create_topics(self.bootstrap, Settings(), uploads_partitions=self.uploads_partitions)
 
     def _start_triton(self, timeout_s: float) -> None:
         backends = prepare_backend_dir(self.run_dir / "backends")
@@ -264,12 +266,24 @@ class Stack:
             f"/v2/health/ready and model {model!r} ready",
         )
 
+    @property
+    def worker_ports(self) -> list[int]:
+        """The web (health and metrics) port of each worker: ``worker``, ``worker2``, ..."""
+        return [self.ports.worker_web + i for i in range(self.workers)] if self.with_worker else []
+
     def _start_worker(self, timeout_s: float) -> None:
-        settings = self.worker_settings()
-        argv = [sys.executable, "-m", "stream.cli", "worker"]
-        child = self._spawn("worker", argv, settings.to_env())
-        self._wait(child, lambda: _http_ok(f"http://127.0.0.1:{self.ports.worker_web}/health/ready"),
-                   timeout_s, "/health/ready")  # fmt: skip
+        """Start every worker at once (they join one group), then wait until each is ready."""
+        started = []
+        for i, port in enumerate(self.worker_ports):
+            name = "worker" if i == 0 else f"worker{i + 1}"
+            settings = self.worker_settings().replace(
+                web_port=port, data_dir=str(self.run_dir / f"{name}-data")
+            )
+            child = self._spawn(name, [sys.executable, "-m", "stream.cli", "worker"], settings.to_env())
+            started.append((child, port))
+        for child, port in started:
+            self._wait(child, lambda p=port: _http_ok(f"http://127.0.0.1:{p}/health/ready"), timeout_s,
+                       "/health/ready")  # fmt: skip
 
     @property
     def web_url(self) -> str:
@@ -289,7 +303,8 @@ class Stack:
         self._wait(child, lambda: _http_ok(f"{self.web_url}health"), timeout_s, "/health")
 
     def _check_ports_free(self) -> None:
-        for name, port in vars(self.ports).items():
+        extra = [(f"worker{i + 1}_web", port) for i, port in enumerate(self.worker_ports[1:], start=1)]
+        for name, port in [*vars(self.ports).items(), *extra]:
             if (name == "worker_web" and not self.with_worker) or (name == "web" and not self.with_indexer):
                 continue
             with socket.socket() as s:
@@ -297,7 +312,9 @@ class Stack:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
-                    flag = "--worker-port" if name == "worker_web" else f"--{name.replace('_', '-')}-port"
+                    flag = (
+                        "--worker-port" if name.startswith("worker") else f"--{name.replace('_', '-')}-port"
+                    )
                     raise StackError(f"port {port} ({name}) is in use; pick another with {flag}") from None
 
 
@@ -349,7 +366,13 @@ def triton_env() -> dict[str, str]:
     return {"LD_LIBRARY_PATH": os.pathsep.join([p for p in libs if p] + ([existing] if existing else []))}
 
 
-def create_topics(bootstrap: str, settings: Settings) -> None:
+def default_workers() -> int:
+    """Worker processes for this machine: one per core (each worker's Python is one GIL), at most one per
+    partition of the uploads topic (a worker without a partition idles)."""
+    return max(1, min(os.cpu_count() or 1, TOPIC_PARTITIONS["uploads"]))
+
+
+def create_topics(bootstrap: str, settings: Settings, uploads_partitions: int | None = None) -> None:
     """Declare the three topics (idempotent: existing topics are left as they are)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -358,7 +381,7 @@ def create_topics(bootstrap: str, settings: Settings) -> None:
     try:
         existing = set(admin.list_topics())
         wanted = {
-            settings.uploads_topic: TOPIC_PARTITIONS["uploads"],
+            settings.uploads_topic: uploads_partitions or TOPIC_PARTITIONS["uploads"],
             settings.tags_topic: TOPIC_PARTITIONS["tags"],
             settings.dlq_topic: TOPIC_PARTITIONS["dlq"],
         }

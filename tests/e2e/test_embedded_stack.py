@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def up(synthetic_model, tmp_path_factory):
             "--run-dir", str(base / "run"), "--file-root", str(photos),
             "--kafka-port", str(ports.kafka), "--triton-http-port", str(ports.triton_http),
             "--triton-grpc-port", str(ports.triton_grpc), "--triton-metrics-port", str(ports.triton_metrics),
-            "--worker-port", str(ports.worker_web), "--web-port", str(ports.web)]  # fmt: skip
+            "--worker-port", str(ports.worker_web), "--web-port", str(ports.web), "--workers", "2"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -71,6 +72,11 @@ def upload(photo_id: str, url: str) -> bytes:
 def test_up_prints_endpoints_then_ready(up):
     text = "".join(up["out"])
     assert f"127.0.0.1:{up['ports'].kafka}" in text and f"{up['ports'].triton_grpc}" in text
+    for port in (up["ports"].worker_web, up["ports"].worker_web + 1):  # two workers, one consumer group
+        assert f"http://127.0.0.1:{port}/metrics" in text
+        assert orjson.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5).read()
+        )["model_ready"]
 
 
 def test_upload_from_a_librdkafka_producer_is_tagged(up, outcome_reader):
@@ -139,7 +145,7 @@ def test_every_upload_good_or_broken_ends_in_exactly_one_outcome(up, outcome_rea
 
 def test_sigterm_stops_every_process(up):
     pids = json.loads((up["run"] / "pids.json").read_text())
-    assert set(pids) == {"broker", "triton", "worker", "indexer"}
+    assert set(pids) == {"broker", "triton", "worker", "worker2", "indexer"}
     up["proc"].send_signal(signal.SIGTERM)
     assert up["proc"].wait(timeout=60) == 0
     for pid in pids.values():

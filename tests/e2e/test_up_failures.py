@@ -65,3 +65,13 @@ def test_missing_model_repository_is_a_clear_error(tmp_path):
     result = run_up(tmp_path / "nowhere", tmp_path / "run", Ports.free())
     assert result.returncode == 2 and "no model" in result.stderr
     assert not json.dumps(result.stderr).count("Traceback")
+
+
+def test_more_workers_than_partitions_is_a_clear_error(tmp_path, model_repo):
+    argv = [sys.executable, "-m", "stream.cli", "up", "--model-repo", str(model_repo), "--run-dir",
+            str(tmp_path / "run"), "--workers", "9"]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert (
+        result.returncode == 2 and "--workers must be 1..4" in result.stderr and "partitions" in result.stderr
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "broker.log").exists()
