@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream.clients import UploadPublisher, follow, photo_id_for, upload_event
-from stream.embedded import Ports, Stack, StackError
+from stream.embedded import Ports, Stack, StackError, default_workers
 from stream.events import parse_rfc3339
 from stream.indexer import SearchIndex, print_hits
 from stream.settings import Settings
@@ -63,7 +63,10 @@ def run_demo(args: argparse.Namespace) -> int:
     records = [json.loads(line) for line in holdout.read_text().splitlines()]
     photos = {photo_id_for(holdout.parent / r["path"]): (holdout.parent / r["path"], r) for r in records}
 
-    stack = Stack(args.run_dir, args.model_repo, Ports.free(), file_roots=[holdout.parent], with_indexer=True)
+    stack = Stack(
+        args.run_dir, args.model_repo, Ports.free(), file_roots=[holdout.parent], with_indexer=True,
+        workers=default_workers(),
+    )  # fmt: skip
     console.rule("starting broker, Triton, worker and search indexer")
     try:
         stack.start()

@@ -44,14 +44,19 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        """Free loopback ports for every part, for tests and for several stacks on one machine."""
-        socks = [socket.socket() for _ in fields(cls)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        ports = [s.getsockname()[1] for s in socks]
-        for s in socks:
-            s.close()
-        return cls(*ports)
+        """Free loopback ports for every part, for tests and for several stacks on one machine; the ports
+        above ``worker_web`` are free too, for more workers (``Stack.worker_ports``)."""
+        for _ in range(50):
+            socks = [socket.socket() for _ in fields(cls)]
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            ports = cls(*[s.getsockname()[1] for s in socks])
+            for s in socks:
+                s.close()
+            extra = range(ports.worker_web + 1, ports.worker_web + TOPIC_PARTITIONS["uploads"])
+            if all(_port_free(p) and p not in vars(ports).values() for p in extra):
+                return ports
+        raise StackError("could not find free loopback ports")
 
 
 @dataclass
@@ -307,15 +312,9 @@ class Stack:
         for name, port in [*vars(self.ports).items(), *extra]:
             if (name == "worker_web" and not self.with_worker) or (name == "web" and not self.with_indexer):
                 continue
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    flag = (
-                        "--worker-port" if name.startswith("worker") else f"--{name.replace('_', '-')}-port"
-                    )
-                    raise StackError(f"port {port} ({name}) is in use; pick another with {flag}") from None
+            if not _port_free(port):
+                flag = "--worker-port" if name.startswith("worker") else f"--{name.replace('_', '-')}-port"
+                raise StackError(f"port {port} ({name}) is in use; pick another with {flag}")
 
 
 # -- binaries and environment ---------------------------------------------------------------------------------
@@ -364,6 +363,16 @@ def triton_env() -> dict[str, str]:
     libs = [str(site / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
     existing = os.environ.get("LD_LIBRARY_PATH", "")
     return {"LD_LIBRARY_PATH": os.pathsep.join([p for p in libs if p] + ([existing] if existing else []))}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def default_workers() -> int:
