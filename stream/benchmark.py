@@ -570,21 +570,22 @@ def write_report(results: dict, out: Path) -> None:
     except ImportError:
         return
     fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(15, 3.8))
-    ax1.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color=["#999", "#2a6", "#47a"])
+    short = ["offline ceiling", f"streaming ({results['workers']} worker(s))", "naive"]
+    ax1.barh(short[::-1], [r[1] for r in rows][::-1], color=["#999", "#2a6", "#47a"])
     ax1.set_xlabel("images / s")
     ax1.set_title("throughput")
     left = 0.0
-    colors = ["#2a6", "#47a", "#a64", "#999", "#666"]
+    colors = ["#2a6", "#c93", "#a64", "#d96", "#e8b", "#666"]
     ax3.barh(["offline"], [results["offline"]["cpu_ms_per_photo"]], color="#47a")
     for (name, ms), color in zip(_stream_cpu(results).items(), colors, strict=False):
         ax3.barh(["streaming"], [ms], left=left, color=color, label=name)
         left += ms
-    ax3.legend(fontsize=7, loc="lower right")
+    ax3.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax3.set_xlabel("ms of CPU per photo")
     ax3.set_title("where the CPU goes")
     ax2.bar(list(lat), list(lat.values()), color="#a64")
     ax2.set_ylabel("ms")
-    ax2.set_title(f"latency at 50% load ({results['stream']['latency_load_img_s']} img/s)")
+    ax2.set_title(f"latency at {results['stream']['latency_load_img_s']:.0f} img/s (50% load)")
     fig.tight_layout()
     fig.savefig(out / "latest.png", dpi=110)
     plt.close(fig)
