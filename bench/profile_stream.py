@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from stream.benchmark import TagCollector, build_workload, upload_value
+from stream.benchmark import TagCollector, build_workload, running_stack, tag_burst
 from stream.clients import UploadPublisher
-from stream.embedded import Ports, Stack
 from trainer.export import ServingConfig, write_version
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -76,13 +75,8 @@ def measure_burst(
     threads_before = thread_cpu(pids["worker"])
     me_before = time.process_time()
     sys_before = system_cpu()
-    ids = [f"burst-{burst}-{i:05d}" for i in range(len(paths))]
-    for pid, path in zip(ids, paths, strict=True):
-        publisher.send(pid, upload_value(pid, path))
-    publisher.flush()
-    assert collector.wait(set(ids), 600), "burst not tagged"
-    times = sorted(collector.seen[p] for p in ids)
-    rate = (len(times) - 1) / (times[-1] - times[0])
+    rate = tag_burst(publisher, collector, paths, f"burst-{burst}")
+    n = len(paths)
     after = {name: tree_cpu(pid) for name, pid in pids.items()}
     jiffies = [b - a for a, b in zip(sys_before, system_cpu(), strict=True)]
     machine = dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
@@ -91,8 +85,8 @@ def measure_burst(
     for tid, (name, sec) in thread_cpu(pids["worker"]).items():
         key = name if name != "python" else f"thread-{tid}"
         by_name[key] = by_name.get(key, 0.0) + sec - threads_before.get(tid, (name, 0.0))[1]
-    per_photo = {n: round(1000 * (after[n] - before[n]) / len(ids), 2) for n in pids}
-    per_photo["bench"] = round(1000 * (time.process_time() - me_before) / len(ids), 2)
+    per_photo = {n: round(1000 * (after[n] - before[n]) / n, 2) for n in pids}
+    per_photo["bench"] = round(1000 * (time.process_time() - me_before) / n, 2)
     return {
         "burst": burst,
         "img_s": round(rate, 1),
@@ -100,7 +94,7 @@ def measure_burst(
         "dead": len(collector.dead),
         "machine_share": machine,
         "worker_threads_ms_per_photo": {
-            n: round(1000 * v / len(ids), 2) for n, v in sorted(by_name.items()) if v > 0
+            n: round(1000 * v / n, 2) for n, v in sorted(by_name.items()) if v > 0
         },
     }
 
@@ -124,20 +118,12 @@ def main() -> None:
     write_version(repo, torch.load(args.checkpoint, weights_only=False), serving=serving)
     paths = build_workload(Path("data/synthetic/bench-photos"), args.photos)
     env = dict(kv.split("=", 1) for kv in args.env)
-    stack = Stack(
-        run_dir / "stack", repo, Ports.free(), file_roots=[paths[0].parent], worker_env=env,
-        uploads_partitions=args.partitions, workers=args.workers,
-    )  # fmt: skip
-    stack.start()
-    try:
-        collector = TagCollector(stack.bootstrap)
-        collector.start()
-        publisher = UploadPublisher(stack.bootstrap)
-        warm = {f"warm-{i}" for i in range(64)}
-        for i, pid in enumerate(sorted(warm)):
-            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))
-        publisher.flush()
-        assert collector.wait(warm, 120), "warm-up not tagged"
+    stack_dir = run_dir / "stack"
+    with running_stack(paths, repo, stack_dir, args.workers, env, args.partitions) as (
+        stack,
+        publisher,
+        collector,
+    ):
         pids = {c.name: c.proc.pid for c in stack.children}
         for burst in range(args.bursts):
             spy = None
@@ -154,9 +140,6 @@ def main() -> None:
             if spy:
                 spy.send_signal(2)
                 spy.wait()
-        collector.stop()
-    finally:
-        stack.stop()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ the tests; this command is where the numbers come from.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -25,9 +26,11 @@ import random
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -362,6 +365,46 @@ def upload_value(pid: str, path: Path) -> bytes:
     )
 
 
+def tag_burst(
+    publisher: object, collector: TagCollector, paths: list[Path], prefix: str, timeout_s: float = 600
+) -> float:
+    """Publish one upload per photo at once and wait for every outcome: images/s from the first outcome to
+    the last."""
+    ids = [f"{prefix}-{i:05d}" for i in range(len(paths))]
+    for pid, path in zip(ids, paths, strict=True):
+        publisher.send(pid, upload_value(pid, path))  # type: ignore[attr-defined]
+    publisher.flush()  # type: ignore[attr-defined]
+    if not collector.wait(set(ids), timeout_s):
+        missing = len(set(ids) - collector.seen.keys())
+        raise RuntimeError(f"{missing} of {len(ids)} {prefix} uploads got no outcome; see the worker logs")
+    times = sorted(collector.seen[p] for p in ids)
+    return (len(times) - 1) / max(1e-9, times[-1] - times[0])
+
+
+@contextlib.contextmanager
+def running_stack(
+    paths: list[Path], repo: Path, run_dir: Path, workers: int, worker_env: dict[str, str], partitions: int
+) -> Iterator[tuple[Any, Any, TagCollector]]:
+    """The embedded stack on ``repo`` reading ``paths``' folder, warmed up: (stack, publisher, reader)."""
+    from stream.clients import UploadPublisher
+    from stream.embedded import Ports, Stack
+
+    stack = Stack(
+        run_dir, repo, Ports.free(), file_roots=[paths[0].parent], worker_env=worker_env,
+        uploads_partitions=partitions, workers=workers,
+    )  # fmt: skip
+    stack.start()
+    collector = TagCollector(stack.bootstrap)
+    try:
+        collector.start()
+        publisher = UploadPublisher(stack.bootstrap)
+        tag_burst(publisher, collector, paths[: 8 * workers], "warm", 120)
+        yield stack, publisher, collector
+    finally:
+        collector.stop()
+        stack.stop()
+
+
 def bench_stream(
     paths: list[Path],
     repo: Path,
@@ -372,36 +415,13 @@ def bench_stream(
     partitions: int = 4,
 ) -> dict:
     """Sustained images/s through broker → worker(s) → Triton → broker, then latency at 50 % of that."""
-    from stream.clients import UploadPublisher
-    from stream.embedded import Ports, Stack
-
-    stack = Stack(
-        run_dir, repo, Ports.free(), file_roots=[paths[0].parent], worker_env=worker_env,
-        uploads_partitions=partitions, workers=workers,
-    )  # fmt: skip
-    stack.start()
-    try:
-        collector = TagCollector(stack.bootstrap)
-        collector.start()
-        publisher = UploadPublisher(stack.bootstrap)
-        warm = {f"warm-{i}" for i in range(8 * workers)}
-        for i, pid in enumerate(sorted(warm)):
-            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))
-        publisher.flush()
-        if not collector.wait(warm, 120):
-            raise RuntimeError(f"the worker did not tag the warm-up uploads; see {run_dir}/worker.log")
-
+    with running_stack(paths, repo, run_dir, workers, worker_env, partitions) as (
+        stack,
+        publisher,
+        collector,
+    ):
         meter = CpuMeter({c.name: c.proc.pid for c in stack.children})
-        runs = []
-        for r in range(plan.repeats):
-            ids = [f"burst-{r}-{i:05d}" for i in range(len(paths))]
-            for pid, path in zip(ids, paths, strict=True):
-                publisher.send(pid, upload_value(pid, path))
-            publisher.flush()
-            if not collector.wait(set(ids), 600):
-                raise RuntimeError(f"{len(set(ids) - collector.seen.keys())} burst uploads got no outcome")
-            times = sorted(collector.seen[p] for p in ids)
-            runs.append((len(times) - 1) / (times[-1] - times[0]))
+        runs = [tag_burst(publisher, collector, paths, f"burst-{r}") for r in range(plan.repeats)]
         cpu = meter.per_photo_ms(len(paths) * plan.repeats)
         stream_rate = float(np.median(runs))
 
@@ -419,7 +439,6 @@ def bench_stream(
         if not collector.wait(set(lat_ids), 300):
             raise RuntimeError("latency-phase uploads got no outcome")
         latencies = np.array([(collector.seen[p] - sent[p]) * 1000 for p in lat_ids])
-        collector.stop()
         return {
             "img_s": round(stream_rate, 1),
             "runs_img_s": [round(r, 1) for r in runs],
@@ -430,8 +449,6 @@ def bench_stream(
                 q: round(float(np.percentile(latencies, int(q[1:]))), 1) for q in ("p50", "p95", "p99")
             },
         }
-    finally:
-        stack.stop()
 
 
 # -- naive baseline -----------------------------------------------------------------------------------------------------
