@@ -76,7 +76,7 @@ def measure_burst(
     me_before = time.process_time()
     sys_before = system_cpu()
     rate = tag_burst(publisher, collector, paths, f"burst-{burst}")
-    n = len(paths)
+    photos = len(paths)
     after = {name: tree_cpu(pid) for name, pid in pids.items()}
     jiffies = [b - a for a, b in zip(sys_before, system_cpu(), strict=True)]
     machine = dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
@@ -85,8 +85,8 @@ def measure_burst(
     for tid, (name, sec) in thread_cpu(pids["worker"]).items():
         key = name if name != "python" else f"thread-{tid}"
         by_name[key] = by_name.get(key, 0.0) + sec - threads_before.get(tid, (name, 0.0))[1]
-    per_photo = {n: round(1000 * (after[n] - before[n]) / n, 2) for n in pids}
-    per_photo["bench"] = round(1000 * (time.process_time() - me_before) / n, 2)
+    per_photo = {name: round(1000 * (after[name] - before[name]) / photos, 2) for name in pids}
+    per_photo["bench"] = round(1000 * (time.process_time() - me_before) / photos, 2)
     return {
         "burst": burst,
         "img_s": round(rate, 1),
@@ -94,7 +94,7 @@ def measure_burst(
         "dead": len(collector.dead),
         "machine_share": machine,
         "worker_threads_ms_per_photo": {
-            n: round(1000 * v / n, 2) for n, v in sorted(by_name.items()) if v > 0
+            name: round(1000 * v / photos, 2) for name, v in sorted(by_name.items()) if v > 0
         },
     }
 
