@@ -43,12 +43,12 @@ def test_a_decode_stuck_past_its_deadline_fails_alone_and_the_queued_photos_stil
     release = threading.Event()
 
     async def main():
-        pool = DecodePool(threads=1, timeout_s=0.3)  # one thread: everything else queues behind the stuck one
+        pool = DecodePool(threads=1, timeout_s=1.0)  # one thread: everything else queues behind the stuck one
         stuck = pool.submit(release.wait, 30)
         queued = [pool.submit(lambda i=i: i + 1) for i in range(5)]
         await asyncio.sleep(0.1)
         assert pool.expire() == 0  # not past its deadline yet
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.2)
         assert pool.expire() == 1
         with pytest.raises(PermanentError) as err:
             await stuck
@@ -64,8 +64,8 @@ def test_a_decode_stuck_past_its_deadline_fails_alone_and_the_queued_photos_stil
 
 def test_the_deadline_counts_from_when_a_thread_starts_the_photo_not_from_when_it_was_queued():
     async def main():
-        pool = DecodePool(threads=1, timeout_s=0.25)
-        futures = [pool.submit(time.sleep, 0.1) for _ in range(6)]  # 0.6 s queued in all, each 0.1 s
+        pool = DecodePool(threads=1, timeout_s=0.6)
+        futures = [pool.submit(time.sleep, 0.2) for _ in range(6)]  # 1.2 s queued in all, each 0.2 s
         while not all(f.done() for f in futures):
             assert pool.expire() == 0
             await asyncio.sleep(0.05)
