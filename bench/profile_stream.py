@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,64 +22,45 @@ from pathlib import Path
 
 import torch
 
-from stream.benchmark import TagCollector, build_workload, running_stack, tag_burst
+from stream.benchmark import (
+    JIFFY_FIELDS,
+    TagCollector,
+    build_workload,
+    machine_jiffies,
+    process_cpu_s,
+    running_stack,
+    stat_cpu_s,
+    tag_burst,
+)
 from stream.clients import UploadPublisher
 from trainer.export import ServingConfig, write_version
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def system_cpu() -> list[int]:
-    """The machine's jiffies: user, nice, system, idle, iowait, irq, softirq, steal."""
-    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds of each thread of ``pid``, with its name (``comm``)."""
+    """CPU seconds of each thread of ``pid``, with its name (``comm``; ``main`` for the main thread)."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = "main" if int(task.name) == pid else (task / "comm").read_text().strip()
+            out[int(task.name)] = (name, stat_cpu_s(task / "stat"))
         except FileNotFoundError:
             continue
-        if int(task.name) == pid:
-            name = "main"
-        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
     return out
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU of ``pid`` and its children (tritonserver runs its Python-backend stubs as children)."""
-    total = cpu_seconds(pid)
-    for child in Path(f"/proc/{pid}/task").glob("*/children"):
-        for c in child.read_text().split():
-            try:
-                total += tree_cpu(int(c))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-    return total
 
 
 def measure_burst(
     burst: int, paths: list[Path], pids: dict[str, int], publisher: UploadPublisher, collector: TagCollector
 ) -> dict:
     """Publish every photo at once, wait for every tag event; images/s and CPU per photo by process."""
-    before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    before = {name: process_cpu_s(pid) for name, pid in pids.items()}
     threads_before = thread_cpu(pids["worker"])
     me_before = time.process_time()
-    sys_before = system_cpu()
+    sys_before = machine_jiffies()
     rate = tag_burst(publisher, collector, paths, f"burst-{burst}")
     photos = len(paths)
-    after = {name: tree_cpu(pid) for name, pid in pids.items()}
-    jiffies = [b - a for a, b in zip(sys_before, system_cpu(), strict=True)]
-    machine = dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
-                       (round(j / sum(jiffies), 3) for j in jiffies), strict=True))  # fmt: skip
+    after = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    jiffies = [b - a for a, b in zip(sys_before, machine_jiffies(), strict=True)]
+    machine = {name: round(j / sum(jiffies), 3) for name, j in zip(JIFFY_FIELDS, jiffies, strict=True)}
     by_name: dict[str, float] = {}
     for tid, (name, sec) in thread_cpu(pids["worker"]).items():
         key = name if name != "python" else f"thread-{tid}"

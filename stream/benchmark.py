@@ -129,14 +129,19 @@ def bench_decode(paths: list[Path], size: tuple[int, int]) -> dict:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def stat_cpu_s(stat: Path) -> float:
+    """CPU seconds (user + system) in a ``/proc/<pid>/stat`` or ``/proc/<pid>/task/<tid>/stat`` file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of ``pid`` and its live children: tritonserver runs its model stubs as
     child processes, so its cost is the tree's."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = stat_cpu_s(Path(f"/proc/{pid}/stat"))
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    total = (int(fields[11]) + int(fields[12])) / _TICK
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         try:
             total += sum(process_cpu_s(int(c)) for c in children.read_text().split())
@@ -145,13 +150,22 @@ def process_cpu_s(pid: int) -> float:
     return total
 
 
+#: The first eight fields of the machine's ``cpu`` line in ``/proc/stat``, in order.
+JIFFY_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_jiffies() -> list[int]:
+    """The machine's CPU time so far, in jiffies, one per ``JIFFY_FIELDS`` name."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 def steal_jiffies() -> tuple[int, int]:
     """(stolen, all) jiffies of this machine so far: time the hypervisor gave our CPUs to someone else."""
     try:
-        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        values = machine_jiffies()
     except (OSError, ValueError):
         return 0, 0
-    return values[7], sum(values)
+    return values[JIFFY_FIELDS.index("steal")], sum(values)
 
 
 class CpuMeter:
