@@ -65,8 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(
         f"triton     http://{stack.triton_http}  grpc {stack.triton_grpc}  metrics http://127.0.0.1:{ports.triton_metrics}/metrics"
     )
-    for i, port in enumerate(stack.worker_ports):
-        name = "worker" if i == 0 else f"worker{i + 1}"
+    for name, port in stack.worker_ports.items():
         print(f"{name:<10} http://127.0.0.1:{port}/metrics  (logs {args.run_dir}/{name}.log)")
     if stack.with_indexer:
         print(f"search     {stack.web_url}  (index {stack.index_db})")

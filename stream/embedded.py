@@ -181,14 +181,19 @@ class Stack:
     ) -> Child:  # fmt: skip
         """Start a worker (again, or another one in the same group on ``web_port``) and wait until ready."""
         port = self.ports.worker_web if web_port is None else web_port
+        child = self._spawn_worker(name, port, env)
+        self._wait_worker(child, port, timeout_s)
+        return child
+
+    def _spawn_worker(self, name: str, port: int, env: dict[str, str] | None = None) -> Child:
         settings = self.worker_settings().replace(web_port=port, data_dir=str(self.run_dir / f"{name}-data"))
-        child = self._spawn(
-            name, [sys.executable, "-m", "stream.cli", "worker"], {**settings.to_env(), **(env or {})}
-        )
+        argv = [sys.executable, "-m", "stream.cli", "worker"]
+        return self._spawn(name, argv, {**settings.to_env(), **(env or {})})
+
+    def _wait_worker(self, child: Child, port: int, timeout_s: float) -> None:
         self._wait(
             child, lambda: _http_ok(f"http://127.0.0.1:{port}/health/ready"), timeout_s, "/health/ready"
         )
-        return child
 
     # -- parts ---------------------------------------------------------------------------------------------
     def _spawn(
@@ -272,23 +277,19 @@ class Stack:
         )
 
     @property
-    def worker_ports(self) -> list[int]:
-        """The web (health and metrics) port of each worker: ``worker``, ``worker2``, ..."""
-        return [self.ports.worker_web + i for i in range(self.workers)] if self.with_worker else []
+    def worker_ports(self) -> dict[str, int]:
+        """Each worker's name (``worker``, ``worker2``, ...) and web (health and metrics) port."""
+        if not self.with_worker:
+            return {}
+        return {
+            ("worker" if i == 0 else f"worker{i + 1}"): self.ports.worker_web + i for i in range(self.workers)
+        }
 
     def _start_worker(self, timeout_s: float) -> None:
         """Start every worker at once (they join one group), then wait until each is ready."""
-        started = []
-        for i, port in enumerate(self.worker_ports):
-            name = "worker" if i == 0 else f"worker{i + 1}"
-            settings = self.worker_settings().replace(
-                web_port=port, data_dir=str(self.run_dir / f"{name}-data")
-            )
-            child = self._spawn(name, [sys.executable, "-m", "stream.cli", "worker"], settings.to_env())
-            started.append((child, port))
+        started = [(self._spawn_worker(name, port), port) for name, port in self.worker_ports.items()]
         for child, port in started:
-            self._wait(child, lambda p=port: _http_ok(f"http://127.0.0.1:{p}/health/ready"), timeout_s,
-                       "/health/ready")  # fmt: skip
+            self._wait_worker(child, port, timeout_s)
 
     @property
     def web_url(self) -> str:
@@ -308,7 +309,7 @@ class Stack:
         self._wait(child, lambda: _http_ok(f"{self.web_url}health"), timeout_s, "/health")
 
     def _check_ports_free(self) -> None:
-        extra = [(f"worker{i + 1}_web", port) for i, port in enumerate(self.worker_ports[1:], start=1)]
+        extra = [(name, port) for name, port in self.worker_ports.items() if name != "worker"]  # worker_web
         for name, port in [*vars(self.ports).items(), *extra]:
             if (name == "worker_web" and not self.with_worker) or (name == "web" and not self.with_indexer):
                 continue
