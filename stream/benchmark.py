@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -315,22 +316,8 @@ def bench_offline(
         "cpu_ms_per_photo": round(1000 * sum(cpu_s) / (len(paths) * repeats), 2),
         "cores_busy": round(sum(cpu_s) / sum(wall_s), 2),
         "host_steal": meter.steal_share(),
-        "best": {
-            "batch": best.batch,
-            "decode_threads": best.decode_threads,
-            "ort_threads": best.ort_threads,
-            "processes": best.processes,
-        },
-        "sweep": [
-            {
-                "batch": c.batch,
-                "decode_threads": c.decode_threads,
-                "ort_threads": c.ort_threads,
-                "processes": c.processes,
-                "img_s": round(r, 1),
-            }
-            for c, r in results + results_multi[1:]
-        ],  # fmt: skip
+        "best": dataclasses.asdict(best),
+        "sweep": [{**dataclasses.asdict(c), "img_s": round(r, 1)} for c, r in results + results_multi[1:]],
     }
 
 
@@ -548,22 +535,20 @@ def write_report(results: dict, out: Path) -> None:
     rows = [
         (
             "offline ceiling (in-process ORT; {batch} per batch, {decode_threads} decode threads, "
-            "{ort_threads} ORT thread(s), {processes} process(es))".format(
-                **{"processes": 1, **results["offline"]["best"]}
-            ),
+            "{ort_threads} ORT thread(s), {processes} process(es))".format(**results["offline"]["best"]),
             results["offline_img_s"],
         ),  # fmt: skip
         ("streaming (Kafka + Faust + Triton)", results["stream_img_s"]),
         ("naive baseline", results["naive_img_s"]),
     ]
-    run_lists = [results["offline"].get("runs_img_s", []), results["stream"].get("runs_img_s", []), []]
+    run_lists = [results["offline"]["runs_img_s"], results["stream"]["runs_img_s"], []]
     lat = results["latency_ms"]
     md = [
         "# Darkroom benchmark",
         "",
         f"{results['photos']} photos ({results['megapixels']:.0f} MP), model input {results['model_input']}, "
         f"{results['machine']['cores']} cores ({results['machine']['cpu']}), {results['mode']} run, "
-        f"{results['workers']} worker(s) on {results.get('partitions', 4)} partitions.",
+        f"{results['workers']} worker(s) on {results['partitions']} partitions.",
         "",
         "| path | images/s | runs (median reported) |",
         "| --- | ---: | --- |",
