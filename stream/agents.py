@@ -111,12 +111,12 @@ class Tagger:
         loop = asyncio.get_running_loop()
         try:
             arrived: collections.deque[tuple[faust.EventT, asyncio.Future]] = collections.deque()
-            wake: list[asyncio.Future | None] = [None]
+            wake: asyncio.Future | None = None  # set while the loop below waits for arrivals
 
             def on_done(event: faust.EventT, future: asyncio.Future) -> None:
                 arrived.append((event, future))
-                if wake[0] is not None and not wake[0].done():
-                    wake[0].set_result(None)
+                if wake is not None and not wake.done():
+                    wake.set_result(None)
 
             for event in events:
                 self._load(event, model_input).add_done_callback(functools.partial(on_done, event))
@@ -130,9 +130,9 @@ class Tagger:
                     timeout = DEADLINE_CHECK_S
                     if ready:
                         timeout = min(timeout, max(0.0, first_ready_at + STRAGGLER_S - loop.time()))
-                    wake[0] = loop.create_future()
-                    await asyncio.wait((wake[0],), timeout=timeout)
-                    wake[0] = None
+                    wake = loop.create_future()
+                    await asyncio.wait((wake,), timeout=timeout)
+                    wake = None
                     self.decoder.expire()  # a photo stuck past its decode deadline becomes a dead letter
                 if arrived and not ready:
                     first_ready_at = loop.time()
