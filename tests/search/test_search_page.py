@@ -6,7 +6,6 @@ docs/search.md); it is skipped, saying so, only where they are not installed.
 
 from __future__ import annotations
 
-import shutil
 import urllib.request
 
 import orjson
@@ -15,9 +14,9 @@ import pytest
 from stream.embedded import Ports
 from stream.indexer import LiveCounters, Record, SearchIndex, Topics
 from stream.web import serve
+from tests.tools import require
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM_HINT = "apt-get install -y chromium chromium-driver"
 PHOTOS = {
     "beach-sunset-1": {"beach": 0.93, "sunset": 0.88, "sea": 0.7},
     "beach-sunset-2": {"beach": 0.71, "sunset": 0.66},
@@ -52,18 +51,18 @@ def page(tmp_path, jpeg, tag_value):
 
 @pytest.fixture
 def browser(tmp_path):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium/chromedriver not installed (apt-get install -y chromium chromium-driver)")
+    chromium = require("chromium", "chromium-browser", hint=CHROMIUM_HINT)
+    chromedriver = require("chromedriver", hint=CHROMIUM_HINT)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     yield driver
     driver.quit()
 
