@@ -120,3 +120,23 @@ def follow(
             yield msg.topic(), msg.key(), msg.value()
     finally:
         consumer.close()
+
+
+def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+    """The next offset to be written (high watermark) of every partition of ``topics``: a reader that has
+    reached these has read everything written so far."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "darkroom-tail", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        ends = {}
+        for topic in topics:
+            if topic not in metadata.topics:
+                raise KafkaException(f"topic {topic!r} not found on {bootstrap}")
+            for partition in sorted(metadata.topics[topic].partitions):
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                ends[(topic, partition)] = high
+        return ends
+    finally:
+        consumer.close()

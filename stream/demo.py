@@ -24,7 +24,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from stream.clients import UploadPublisher, follow, photo_id_for, upload_event
+from stream.clients import UploadPublisher, end_offsets, follow, photo_id_for, upload_event
 from stream.embedded import Ports, Stack, StackError, default_workers
 from stream.events import parse_rfc3339
 from stream.indexer import SearchIndex, print_hits
@@ -78,6 +78,9 @@ def run_demo(args: argparse.Namespace) -> int:
         code = _report(outcomes, photos, wall, args.out)
         _show_search(stack, [o for o in outcomes.values() if o.kind == "tags"])
         _keep_page_open(stack)
+    except StackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
     finally:
         stack.stop()
     return code
@@ -153,19 +156,9 @@ def _report(outcomes: dict[str, Outcome], photos: dict, wall: float, out: Path) 
     return 0 if summary["missing"] == 0 and summary["tag_events"] > 0 else 1
 
 
-def _show_search(stack: Stack, tagged: list[Outcome], timeout_s: float = 30.0) -> None:
+def _show_search(stack: Stack, tagged: list[Outcome], stall_s: float = 120.0) -> None:
     """Search the index the stack's indexer built from the demo's tag events, and say where the page is."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:  # the indexer trails the tag events by a fetch or two
-        if stack.index_db.exists():
-            index = SearchIndex(stack.index_db, readonly=True)
-            if index.counts()["photos"] >= len(tagged):
-                break
-            index.close()
-        time.sleep(0.3)
-    else:
-        console.print(f"[yellow]the search index did not catch up within {timeout_s:.0f}s[/]")
-        return
+    index = _caught_up_index(stack, stall_s)
     query = demo_query([[t["tag"] for t in o.event["tags"]] for o in tagged])
     console.rule(f"search: darkroom search {query!r}")
     hits = index.search(query, limit=10)
@@ -180,6 +173,51 @@ def _show_search(stack: Stack, tagged: list[Outcome], timeout_s: float = 30.0) -
     console.print(
         f"search page: [bold]{stack.web_url}[/] (while this stack runs; `darkroom up` serves one on :8080)"
     )
+
+
+def _caught_up_index(stack: Stack, stall_s: float) -> SearchIndex:
+    """The stack's search index once its indexer has read every tag event and dead letter the broker holds.
+
+    Caught up is decided by offsets (the index stores the next offset of each partition it has read), not
+    by a fixed wait: however slow the machine, the search runs on everything the demo produced. Only an
+    indexer that makes no progress for ``stall_s`` (or has died) ends the wait early, saying so, and the
+    search then runs on what the index has."""
+    settings = Settings()
+    ends = end_offsets(stack.bootstrap, [settings.tags_topic, settings.dlq_topic])
+    progress_at, last_behind = time.monotonic(), None
+    with console.status("waiting for the search index") as status:
+        while True:
+            stored = _stored_offsets(stack.index_db)
+            behind = sum(max(0, end - stored.get(tp, 0)) for tp, end in ends.items())
+            if behind == 0:
+                break
+            if behind != last_behind:
+                progress_at, last_behind = time.monotonic(), behind
+            failed = stack.failed_child()
+            if failed is not None or time.monotonic() - progress_at > stall_s:
+                why = (
+                    f"{failed.name} exited (see {failed.log})"
+                    if failed
+                    else f"no progress for {stall_s:.0f}s"
+                )
+                console.print(f"[yellow]the search index is {behind} record(s) behind: {why}[/]")
+                break
+            status.update(f"search index: {behind} record(s) to go")
+            time.sleep(0.3)
+    if not stack.index_db.exists():
+        raise StackError(f"the indexer wrote no index at {stack.index_db}")
+    return SearchIndex(stack.index_db, readonly=True)
+
+
+def _stored_offsets(db: Path) -> dict[tuple[str, int], int]:
+    """The next offset of each partition the index at ``db`` has read (none before it exists)."""
+    if not db.exists():
+        return {}
+    index = SearchIndex(db, readonly=True)
+    try:
+        return index.offsets()
+    finally:
+        index.close()
 
 
 def demo_query(tag_lists: list[list[str]]) -> str:
