@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from trainer.metrics import MIN_SUPPORT, calibrate_thresholds
 
@@ -174,16 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
     from trainer.data.manifest import ManifestError
+    from trainer.export import load_checkpoint
     from trainer.train import load_data, load_tagger, predict
     from trainer.vocab.vocabulary import Vocabulary
 
     try:
-        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(args.checkpoint)
         vocab = Vocabulary(**{k: checkpoint["vocab"][k] for k in ("tags", "aliases", "version")})
-    except Exception as exc:  # noqa: BLE001 - whatever the file is, say so without a traceback
-        parser.exit(
-            2, f"darkroom evaluate: error: --checkpoint {args.checkpoint} is not a tagger checkpoint: {exc}\n"
-        )
+    except (ValueError, KeyError, TypeError) as exc:
+        parser.exit(2, f"darkroom evaluate: error: --checkpoint {args.checkpoint}: {exc}\n")
     tagger, size = load_tagger(checkpoint), checkpoint["input_size"][0]
     cache = args.cache or args.out / "cache"
     try:

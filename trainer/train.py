@@ -455,9 +455,11 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="decode cache folder (default OUT/cache)")
     args = parser.parse_args(argv)
     try:
-        values = json.loads(args.config.read_text()) if args.config else {}
-    except (OSError, json.JSONDecodeError) as exc:
+        values = json.loads(args.config.read_bytes()) if args.config else {}
+    except (OSError, ValueError) as exc:
         parser.error(f"--config {args.config}: {exc}")
+    if not isinstance(values, dict):
+        parser.error(f"--config {args.config}: expected a JSON object of TrainConfig values")
     values.update(parse_overrides(args.set, parser))
     from trainer.vocab.vocabulary import synthetic_vocabulary
 

@@ -77,7 +77,15 @@ def read_manifest(manifest: Path, split: str | None = None) -> list[PhotoRecord]
     if not manifest.is_file():
         raise ManifestError(f"manifest {manifest} does not exist (expected a JSONL file)")
     records = []
-    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"manifest {manifest} is not UTF-8 text (byte {exc.start}): expected JSONL"
+        ) from None
+    except OSError as exc:
+        raise ManifestError(f"manifest {manifest}: {exc.strerror or exc}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{manifest} line {number}"

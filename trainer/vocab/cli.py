@@ -183,6 +183,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             raise InputError(
                 f"{args.manifest}: --truth needs clean 'labels' lists in the manifest; none found"
             )
+    if not outcome.vocabulary.tags:
+        raise InputError(
+            f"no tag met the criteria in {args.queries} and {args.manifest} "
+            f"({outcome.demand.volume:,} searches read): no vocabulary written; check the inputs or lower "
+            "--min-searches / --min-photos / --min-owners (--no-visual skips the visualness probe)"
+        )
     if truth is not None:
         outcome.evaluation = evaluate(outcome.vocabulary, truth, forms)
         outcome.vocabulary.extra["evaluation"] = outcome.evaluation

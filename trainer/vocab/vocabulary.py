@@ -26,6 +26,10 @@ def normalize_tag(raw: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+class VocabularyError(ValueError):
+    """A vocabulary file the trainer cannot use; the message names the file and the problem."""
+
+
 @dataclass
 class Vocabulary:
     tags: list[str]
@@ -63,14 +67,36 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
-        data = json.loads(Path(path).read_text())
+        """Read a ``vocab.json``; VocabularyError naming the file and the problem for anything else."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise VocabularyError(f"vocabulary {path} not found") from None
+        except OSError as exc:
+            raise VocabularyError(f"vocabulary {path}: {exc.strerror or exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise VocabularyError(f"vocabulary {path} is not JSON ({exc})") from None
+        if not isinstance(data, dict) or "tags" not in data:
+            raise VocabularyError(
+                f"{path} is not a vocabulary: expected an object with a 'tags' list (made by darkroom vocab)"
+            )
+        tags, aliases = data["tags"], data.get("aliases", {})
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise VocabularyError(f"vocabulary {path}: 'tags' must be a list of non-empty strings")
+        if not tags:
+            raise VocabularyError(
+                f"vocabulary {path} keeps no tags: nothing to train (rerun darkroom vocab with lower thresholds)"
+            )
+        duplicates = sorted({t for t in tags if tags.count(t) > 1})
+        if duplicates:
+            raise VocabularyError(f"vocabulary {path}: tag(s) listed twice: {', '.join(duplicates[:10])}")
+        if not isinstance(aliases, dict) or not all(
+            isinstance(a, str) and isinstance(t, str) and t in tags for a, t in aliases.items()
+        ):
+            raise VocabularyError(f"vocabulary {path}: 'aliases' must map strings to tags of the vocabulary")
         extra = {k: v for k, v in data.items() if k not in ("version", "tags", "aliases")}
-        return cls(
-            tags=list(data["tags"]),
-            aliases=dict(data.get("aliases", {})),
-            version=str(data.get("version", "1")),
-            extra=extra,
-        )
+        return cls(tags=list(tags), aliases=dict(aliases), version=str(data.get("version", "1")), extra=extra)
 
 
 def synthetic_vocabulary() -> Vocabulary:
