@@ -16,7 +16,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream ./stream
 COPY trainer ./trainer
-# Runtime dependencies only: the worker needs no torch (the `train` extra).
+# The core dependencies only: no Triton server, broker or torch (the `embedded` and `train` extras).
 RUN /opt/darkroom/bin/pip install . \
  && /opt/darkroom/bin/darkroom --help > /dev/null
 

@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--bootstrap", help="Kafka bootstrap servers (DARKROOM_KAFKA_BOOTSTRAP)")
     worker.add_argument("--triton", help="Triton gRPC host:port (DARKROOM_TRITON_GRPC)")
     worker.add_argument("--group-id", help="consumer group (DARKROOM_GROUP_ID)")
-    worker.add_argument("--batch-size", type=int, help="max images per Triton request (DARKROOM_BATCH_SIZE)")
+    worker.add_argument("--batch-size", type=int, help="events per micro-batch (DARKROOM_BATCH_SIZE)")
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=cmd_worker)
 
@@ -239,9 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--seed", type=int, default=0)
     model.set_defaults(func=cmd_model)
 
-    sub.add_parser(
-        "train", help="train a tagger from manifests (see `darkroom train --help`)", add_help=False
-    )
+    for name, (_, _, description) in PASSTHROUGH.items():  # parsed by their own modules (`darkroom NAME -h`)
+        sub.add_parser(name, help=description, add_help=False)
 
     demo = sub.add_parser(
         "demo", help="the whole loop on this machine: up, tag held-out photos, report, down"

@@ -96,7 +96,8 @@ def test_worker_image_sets_only_variables_the_worker_reads() -> None:
 def test_worker_image_leaves_out_the_training_stack() -> None:
     runs = " ".join(args for kw, args in stages(instructions(ROOT / "Dockerfile"))["build"] if kw == "RUN")
     assert "pip install ." in runs, "the build stage installs the project"
-    assert "torch" not in runs and "[train]" not in runs, "the worker needs no torch"
+    assert "torch" not in runs and "[train" not in runs, "the worker needs no torch"
+    assert "[embedded" not in runs and "[dev" not in runs, "the worker needs no Triton server, broker or dev tools"
 
 
 def test_pods_run_as_the_image_users(rendered: list[dict[str, Any]], overlay: str) -> None:

