@@ -15,7 +15,9 @@ RUN python -m venv /opt/darkroom \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream ./stream
+COPY search ./search
 COPY trainer ./trainer
+COPY tools ./tools
 # The core dependencies only: no Triton server, broker or torch (the `embedded` and `train` extras).
 RUN /opt/darkroom/bin/pip install . \
  && /opt/darkroom/bin/darkroom --help > /dev/null

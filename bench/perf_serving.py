@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stream.embedded import Ports, Stack  # noqa: E402
+from tools.embedded import Ports, Stack  # noqa: E402
 from trainer.serving.tagger_backend import encode_tags, select_tags  # noqa: E402
 
 

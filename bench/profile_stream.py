@@ -22,17 +22,10 @@ from pathlib import Path
 
 import torch
 
-from stream.benchmark import (
-    JIFFY_FIELDS,
-    TagCollector,
-    build_workload,
-    machine_jiffies,
-    process_cpu_s,
-    running_stack,
-    stat_cpu_s,
-    tag_burst,
-)
 from stream.clients import UploadPublisher
+from tools.bench.cpu import JIFFY_FIELDS, machine_jiffies, process_cpu_s, stat_cpu_s
+from tools.bench.streaming import TagCollector, running_stack, tag_burst
+from tools.bench.workload import build_workload
 from trainer.export import ServingConfig, write_version
 
 

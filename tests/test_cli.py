@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from stream.cli import PASSTHROUGH, build_parser
+from tools.cli import PASSTHROUGH, build_parser
 
 
 def test_help_lists_every_subcommand_with_its_description() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "--help"], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-m", "tools.cli", "--help"], capture_output=True, text=True, timeout=60, check=True
     )
     text = " ".join(proc.stdout.split())  # argparse wraps long descriptions
     commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse keeps them here

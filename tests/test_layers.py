@@ -12,6 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from tools import imports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Packages only the embedded stack, the trainer or the dev tools need (distribution → import name).
@@ -50,9 +52,9 @@ class Blocker(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Blocker())
 from stream.settings import Settings
 from stream.app import create_app
-import stream.agents, stream.inference, stream.images, stream.events, stream.clients, stream.indexer, stream.web
+import stream.agents, stream.inference, stream.images, stream.events, stream.clients, search.indexer, search.web
 app, topics = create_app(Settings())
-from stream.cli import build_parser
+from tools.cli import build_parser
 build_parser().parse_args(["worker"])
 print("ok", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
 """
@@ -70,3 +72,26 @@ def test_the_worker_and_the_search_side_import_nothing_the_worker_image_lacks() 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok []", proc.stdout
+
+
+def test_imports_point_down_the_layers_and_packages_form_no_cycle() -> None:
+    edges = imports.graph()
+    assert imports.upward(edges) == []
+    packages: dict[str, set[str]] = {}
+    for a, b in imports.package_edges(edges):
+        packages.setdefault(a, set()).add(b)
+    assert imports.cycles(packages) == [], "the runtime packages import each other"
+
+
+def test_the_import_graph_sees_cycles_and_upward_imports_even_inside_functions(tmp_path: Path) -> None:
+    for package in ("stream", "tools"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "stream" / "a.py").write_text("from stream import b\n")
+    (tmp_path / "stream" / "b.py").write_text("def f():\n    from stream.a import x\n    import tools.cli\n")
+    (tmp_path / "tools" / "cli.py").write_text("from . import other\n")
+    (tmp_path / "tools" / "other.py").write_text("")
+    edges = imports.graph(tmp_path)
+    assert imports.cycles(edges) == [["stream.a", "stream.b"]]
+    assert imports.upward(edges) == [("stream.b", "tools.cli")]
+    assert edges["tools.cli"] == {"tools.other"}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.tools import require
+from tests.external import require
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

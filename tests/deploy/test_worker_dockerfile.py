@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.settings import ENV_VARS
-from tests.tools import require
+from tests.external import require
 
 ROOT = Path(__file__).resolve().parents[2]
 NGC_TRITON = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -97,7 +97,9 @@ def test_worker_image_leaves_out_the_training_stack() -> None:
     runs = " ".join(args for kw, args in stages(instructions(ROOT / "Dockerfile"))["build"] if kw == "RUN")
     assert "pip install ." in runs, "the build stage installs the project"
     assert "torch" not in runs and "[train" not in runs, "the worker needs no torch"
-    assert "[embedded" not in runs and "[dev" not in runs, "the worker needs no Triton server, broker or dev tools"
+    assert "[embedded" not in runs and "[dev" not in runs, (
+        "the worker needs no Triton server, broker or dev tools"
+    )
 
 
 def test_pods_run_as_the_image_users(rendered: list[dict[str, Any]], overlay: str) -> None:

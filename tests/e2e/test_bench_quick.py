@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from stream.benchmark import SUMMARY_KEYS
+from tools.bench.cli import SUMMARY_KEYS
 
 pytestmark = pytest.mark.e2e
 
 
 def test_quick_bench_writes_every_result(synthetic_model, tmp_path):
-    argv = [sys.executable, "-m", "stream.cli", "bench", "--quick", "--photos", "60",
+    argv = [sys.executable, "-m", "tools.cli", "bench", "--quick", "--photos", "60",
             "--checkpoint", str(synthetic_model / "checkpoint" / "checkpoint.pt"),
             "--workdir", str(tmp_path / "work"), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=400)
@@ -39,6 +39,6 @@ def test_quick_bench_writes_every_result(synthetic_model, tmp_path):
 
 def test_bad_option_is_a_clear_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "bench", "--photos", "5"], capture_output=True, text=True
+        [sys.executable, "-m", "tools.cli", "bench", "--photos", "5"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "--photos" in result.stderr and "Traceback" not in result.stderr

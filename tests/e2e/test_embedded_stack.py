@@ -20,7 +20,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stream.embedded import Ports
+from tools.embedded import Ports
 from trainer.data.synthetic import make_photo_set
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ def up(synthetic_model, tmp_path_factory):
     photos = base / "photos"
     photos.mkdir()
     ports = Ports.free()
-    argv = [sys.executable, "-m", "stream.cli", "up", "--model-repo", str(base / "triton_models"),
+    argv = [sys.executable, "-m", "tools.cli", "up", "--model-repo", str(base / "triton_models"),
             "--run-dir", str(base / "run"), "--file-root", str(photos),
             "--kafka-port", str(ports.kafka), "--triton-http-port", str(ports.triton_http),
             "--triton-grpc-port", str(ports.triton_grpc), "--triton-metrics-port", str(ports.triton_metrics),

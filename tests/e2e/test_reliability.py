@@ -24,8 +24,8 @@ from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
-from stream.embedded import Ports, Stack
 from tests.e2e.bad_inputs import TAGGED, HostileHTTP, build_corpus, event
+from tools.embedded import Ports, Stack
 from trainer.data.synthetic import make_photo_set
 
 pytestmark = pytest.mark.e2e

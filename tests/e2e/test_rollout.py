@@ -17,9 +17,9 @@ import torch
 import tritonclient.http as httpclient
 from confluent_kafka import Producer
 
-from stream.embedded import Ports, Stack
 from stream.images import decode
 from stream.settings import Settings
+from tools.embedded import Ports, Stack
 from trainer import export
 from trainer.data.synthetic import make_photo_set
 from trainer.export import ServingConfig, versions, write_version

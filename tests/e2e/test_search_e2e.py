@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.backfill import main as backfill
+from search.backfill import main as backfill
+from search.indexer import SearchIndex, search_main
 from stream.clients import UploadPublisher, photo_id_for, upload_event
-from stream.embedded import Ports, Stack
-from stream.indexer import SearchIndex, search_main
+from tools.embedded import Ports, Stack
 from trainer.data.synthetic import make_photo_set
 from trainer.export import write_version
 

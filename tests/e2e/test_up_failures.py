@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from stream.embedded import Ports
+from tools.embedded import Ports
 
 pytestmark = pytest.mark.e2e
 
 
 def run_up(repo: Path, run_dir: Path, ports: Ports) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "stream.cli", "up", "--model-repo", str(repo), "--run-dir", str(run_dir),
+    argv = [sys.executable, "-m", "tools.cli", "up", "--model-repo", str(repo), "--run-dir", str(run_dir),
             "--kafka-port", str(ports.kafka), "--triton-http-port", str(ports.triton_http),
             "--triton-grpc-port", str(ports.triton_grpc), "--triton-metrics-port", str(ports.triton_metrics),
             "--worker-port", str(ports.worker_web), "--web-port", str(ports.web)]  # fmt: skip
@@ -68,7 +68,7 @@ def test_missing_model_repository_is_a_clear_error(tmp_path):
 
 
 def test_more_workers_than_partitions_is_a_clear_error(tmp_path, model_repo):
-    argv = [sys.executable, "-m", "stream.cli", "up", "--model-repo", str(model_repo), "--run-dir",
+    argv = [sys.executable, "-m", "tools.cli", "up", "--model-repo", str(model_repo), "--run-dir",
             str(tmp_path / "run"), "--workers", "9"]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert (

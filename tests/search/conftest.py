@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.embedded import Ports, _kafka_answers, create_topics, tansu_binary
 from stream.settings import Settings
+from tools.embedded import Ports, _kafka_answers, create_topics, tansu_binary
 
 
 def _tag_value(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from search.indexer import SearchIndex, Topics, consume
 from stream.clients import end_offsets
-from stream.demo import _caught_up_index
-from stream.indexer import SearchIndex, Topics, consume
 from stream.settings import Settings
+from tools.demo import _caught_up_index
 
 
 @dataclass

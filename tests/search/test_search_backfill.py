@@ -10,10 +10,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from stream.backfill import ArchiveError, Pacer, folder_photos, main, manifest_photos
+from search.backfill import ArchiveError, Pacer, folder_photos, main, manifest_photos
 from stream.clients import photo_id_for
-from stream.embedded import create_topics
 from stream.settings import Settings
+from tools.embedded import create_topics
 
 
 def uploads_topic(monkeypatch, broker: str) -> str:

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stream.embedded import create_topics
-from stream.indexer import SearchIndex, main, search_main
+from search.indexer import SearchIndex, main, search_main
 from stream.settings import Settings
+from tools.embedded import create_topics
 
 
 def stderr(capsys) -> str:
@@ -72,7 +72,7 @@ def test_index_once_then_resume_reads_only_what_is_new(topics, tag_value, tmp_pa
 
 
 def test_search_prints_ranked_photos_with_tags_and_exits_1_when_nothing_matches(tmp_path, tag_value, capsys):
-    from stream.indexer import Record, Topics
+    from search.indexer import Record, Topics
 
     db = tmp_path / "index.sqlite"
     index = SearchIndex(db)

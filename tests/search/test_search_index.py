@@ -8,8 +8,7 @@ import threading
 import orjson
 import pytest
 
-from stream.events import parse_rfc3339
-from stream.indexer import (
+from search.indexer import (
     InvalidEvent,
     LiveCounters,
     Record,
@@ -18,6 +17,7 @@ from stream.indexer import (
     parse_tag_event,
     query_terms,
 )
+from stream.events import parse_rfc3339
 
 TOPICS = Topics()
 

@@ -11,10 +11,10 @@ import urllib.request
 import orjson
 import pytest
 
-from stream.embedded import Ports
-from stream.indexer import LiveCounters, Record, SearchIndex, Topics
-from stream.web import serve
-from tests.tools import require
+from search.indexer import LiveCounters, Record, SearchIndex, Topics
+from search.web import serve
+from tests.external import require
+from tools.embedded import Ports
 
 CHROMIUM_HINT = "apt-get install -y chromium chromium-driver"
 PHOTOS = {

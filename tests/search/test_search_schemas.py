@@ -10,7 +10,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from stream.backfill import manifest_photos
+from search.backfill import manifest_photos
+from search.indexer import InvalidEvent, parse_dead_letter, parse_tag_event
 from stream.clients import upload_event
 from stream.events import (
     ErrorCode,
@@ -21,7 +22,6 @@ from stream.events import (
     parse_upload,
     tag_event,
 )
-from stream.indexer import InvalidEvent, parse_dead_letter, parse_tag_event
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 TOPICS = ("photo-uploads", "photo-tags", "photo-uploads-dlq")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.demo import demo_query
-from stream.embedded import Ports, Stack, StackError
+from tools.demo import demo_query
+from tools.embedded import Ports, Stack, StackError
 
 
 def test_ports_gain_the_page_port_without_breaking_positional_use():

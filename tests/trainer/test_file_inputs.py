@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stream.cli import main
+from tools.cli import main
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -659,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     server = None
     if args.serve:
-        from stream.web import serve
+        from search.web import serve
 
         roots = [str(p) for p in (args.file_root or [Path.cwd()])]
         try:

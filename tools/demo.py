@@ -24,11 +24,11 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from search.indexer import SearchIndex, print_hits
 from stream.clients import UploadPublisher, end_offsets, follow, photo_id_for, upload_event
-from stream.embedded import Ports, Stack, StackError, default_workers
 from stream.events import parse_rfc3339
-from stream.indexer import SearchIndex, print_hits
 from stream.settings import Settings
+from tools.embedded import Ports, Stack, StackError, default_workers
 
 console = Console()
 HOLDOUT_SEED = 1234

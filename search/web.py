@@ -25,9 +25,9 @@ from pathlib import Path
 import orjson
 from PIL import Image, ImageOps
 
+from search.indexer import LiveCounters, SearchIndex
 from stream.events import ErrorCode, PermanentError
 from stream.images import fetch
-from stream.indexer import LiveCounters, SearchIndex
 
 THUMB_SIZE = (240, 180)
 MAX_THUMB_SOURCE_BYTES = 25 * 1024 * 1024

@@ -187,7 +187,7 @@ class Stack:
 
     def _spawn_worker(self, name: str, port: int, env: dict[str, str] | None = None) -> Child:
         settings = self.worker_settings().replace(web_port=port, data_dir=str(self.run_dir / f"{name}-data"))
-        argv = [sys.executable, "-m", "stream.cli", "worker"]
+        argv = [sys.executable, "-m", "tools.cli", "worker"]
         return self._spawn(name, argv, {**settings.to_env(), **(env or {})})
 
     def _wait_worker(self, child: Child, port: int, timeout_s: float) -> None:
@@ -303,7 +303,7 @@ class Stack:
         # The embedded broker keeps topics in memory: a new broker means a new index (--reset), or the
         # offsets stored in the index would point past the new topics' ends.
         roots = [a for p in self.file_roots for a in ("--file-root", str(p.resolve()))]
-        argv = [sys.executable, "-m", "stream.cli", "index", "--serve", "--reset", "--db", str(self.index_db),
+        argv = [sys.executable, "-m", "tools.cli", "index", "--serve", "--reset", "--db", str(self.index_db),
                 "--web-port", str(self.ports.web), *roots]  # fmt: skip
         child = self._spawn("indexer", argv, self.worker_settings().to_env())
         self._wait(child, lambda: _http_ok(f"{self.web_url}health"), timeout_s, "/health")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools import require
+from tests.external import require
 
 ABSENT = "darkroom-no-such-tool-7f3a"
 

@@ -16,7 +16,7 @@ console = Console(stderr=True)
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start broker, Triton and worker; print endpoints and ``darkroom ready``; stop all on Ctrl-C/SIGTERM."""
-    from stream.embedded import TOPIC_PARTITIONS, Ports, Stack, StackError, default_workers
+    from tools.embedded import TOPIC_PARTITIONS, Ports, Stack, StackError, default_workers
 
     if args.workers is not None and not 1 <= args.workers <= TOPIC_PARTITIONS["uploads"]:
         console.print(
@@ -170,15 +170,15 @@ PASSTHROUGH = {
     "evaluate": ("trainer.evaluate", "main", "evaluate a checkpoint on clean labels, with a report"),
     "experiment": ("trainer.experiment", "main", "reproduce the paper's comparison of training regimes"),
     "export": ("trainer.export", "main", "export a checkpoint as a new Triton model version"),
-    "index": ("stream.indexer", "main", "index tag events into a searchable SQLite index"),
-    "search": ("stream.indexer", "search_main", "search the index"),
-    "backfill": ("stream.backfill", "main", "re-publish uploads of an existing archive"),
-    "bench": ("stream.benchmark", "main", "measure offline, streaming and naive throughput and latency"),
+    "index": ("search.indexer", "main", "index tag events into a searchable SQLite index"),
+    "search": ("search.indexer", "search_main", "search the index"),
+    "backfill": ("search.backfill", "main", "re-publish uploads of an existing archive"),
+    "bench": ("tools.bench.cli", "main", "measure offline, streaming and naive throughput and latency"),
 }
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from tools.demo import run_demo
 
     return run_demo(args)
 

@@ -1,0 +1,173 @@
+"""Decode alone and the offline ceiling: fetch + decode + the model in-process, swept over configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+
+from tools.bench.cpu import CpuMeter
+from tools.bench.workload import megapixels
+
+console = Console(stderr=True)
+
+
+def bench_decode(paths: list[Path], size: tuple[int, int]) -> dict:
+    """Source megapixels per second for Pillow full decode (+ resize) and the worker's draft decode."""
+    from PIL import Image
+
+    from stream.images import decode
+
+    blobs = [p.read_bytes() for p in paths]
+    mp = megapixels(paths)
+
+    def full(data: bytes) -> None:
+        with Image.open(io.BytesIO(data)) as img:
+            img.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+    def draft(data: bytes) -> None:
+        decode(data, size, 100_000_000)
+
+    out = {}
+    for name, fn in (("full", full), ("draft", draft)):
+        started = time.perf_counter()
+        for data in blobs:
+            fn(data)
+        seconds = time.perf_counter() - started
+        out[f"{name}_mp_s"] = round(mp / seconds, 1)
+        out[f"{name}_img_s"] = round(len(blobs) / seconds, 1)
+    out["draft_speedup"] = round(out["draft_mp_s"] / out["full_mp_s"], 2)
+    return out
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    batch: int
+    decode_threads: int
+    ort_threads: int
+    processes: int = 1
+
+
+def offline_span(
+    paths: list[Path], onnx_path: Path, size: tuple[int, int], cfg: OfflineConfig, barrier: object = None
+) -> tuple[float, float, float]:
+    """Fetch + decode (thread pool) + ONNX Runtime over ``paths`` in this process, decode overlapping
+    inference: (start, end) wall-clock times and CPU seconds of the run. With ``barrier``, it starts when
+    every process of a multi-process run is ready."""
+    import onnxruntime as ort
+
+    from stream.images import decode, fetch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.ort_threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    roots = [str(paths[0].parent.resolve())]
+    batch = cfg.batch
+
+    def load(path: Path) -> np.ndarray:
+        return decode(fetch(path.resolve().as_uri(), roots, 50_000_000, 10.0), size, 100_000_000)
+
+    session.run(["SCORES"], {"IMAGE": np.zeros((batch, size[1], size[0], 3), np.uint8)})  # warm-up
+    if barrier is not None:
+        barrier.wait()  # type: ignore[attr-defined]
+    cpu, started = time.process_time(), time.time()
+    with ThreadPoolExecutor(cfg.decode_threads) as pool:
+        chunks = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+        pending = [pool.submit(lambda c=c: np.stack([load(p) for p in c])) for c in chunks[:2]]
+        for i in range(len(chunks)):
+            images = pending[i].result()
+            if i + 2 < len(chunks):
+                pending.append(pool.submit(lambda c=chunks[i + 2]: np.stack([load(p) for p in c])))
+            session.run(["SCORES"], {"IMAGE": images})
+    return started, time.time(), time.process_time() - cpu
+
+
+def _offline_share(
+    paths: list[Path],
+    onnx_path: Path,
+    size: tuple[int, int],
+    cfg: OfflineConfig,
+    barrier: object,
+    out: object,
+) -> None:
+    out.put(offline_span(paths, onnx_path, size, cfg, barrier))  # type: ignore[attr-defined]
+
+
+def offline_rate(
+    paths: list[Path], onnx_path: Path, size: tuple[int, int], cfg: OfflineConfig
+) -> tuple[float, float, float]:
+    """Images/s, CPU seconds and wall seconds of ``cfg.processes`` processes tagging ``paths`` between
+    them (each its own share, all started together), from the first start to the last end."""
+    if cfg.processes == 1:
+        start, end, cpu = offline_span(paths, onnx_path, size, cfg)
+        return len(paths) / (end - start), cpu, end - start
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # not fork: this process holds threads (and maybe torch)
+    barrier, out = ctx.Barrier(cfg.processes), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_offline_share, args=(paths[i :: cfg.processes], onnx_path, size, cfg, barrier, out)
+        )
+        for i in range(cfg.processes)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        spans = [out.get(timeout=600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+    return len(paths) / (end - start), sum(s[2] for s in spans), end - start
+
+
+def bench_offline(
+    paths: list[Path], onnx_path: Path, size: tuple[int, int], quick: bool, repeats: int = 1
+) -> dict:
+    """The ceiling: the best configuration over a sweep on a sample, then its rate on the whole workload
+    (the median of ``repeats`` runs). Batch size, decode threads (up to one more than the cores: Pillow
+    holds the GIL part of each decode) and ONNX Runtime threads in one process first; then the best of
+    those in 2..cores processes (one GIL each), which is what several workers do."""
+    cores = os.cpu_count() or 1
+    sample = paths[: min(len(paths), 120 if not quick else 60)]
+    grid = [OfflineConfig(b, d, t) for b in (8, 16, 32) for d in range(1, cores + 2) for t in (1, 2)]
+    results = []
+    for cfg in track(grid, description="offline sweep, 1 process", console=console):
+        results.append((cfg, offline_rate(sample, onnx_path, size, cfg)[0]))
+    best, _ = max(results, key=lambda r: r[1])
+    sample = paths[: min(len(paths), 2 * len(sample))]  # more photos: each process gets a share
+    one = offline_rate(sample, onnx_path, size, best)[0]
+    multi = [
+        OfflineConfig(best.batch, d, best.ort_threads, n)
+        for n in range(2, min(cores, 4) + 1)
+        for d in sorted({1, best.decode_threads})
+    ]
+    results_multi = [(best, one)]
+    for cfg in track(multi, description="offline sweep, processes", console=console, disable=not multi):
+        results_multi.append((cfg, offline_rate(sample, onnx_path, size, cfg)[0]))
+    best, _ = max(results_multi, key=lambda r: r[1])
+    meter = CpuMeter({})
+    runs, cpu_s, wall_s = zip(
+        *(offline_rate(paths, onnx_path, size, best) for _ in range(repeats)), strict=True
+    )
+    return {
+        "img_s": round(float(np.median(runs)), 1),
+        "runs_img_s": [round(r, 1) for r in runs],
+        "cpu_ms_per_photo": round(1000 * sum(cpu_s) / (len(paths) * repeats), 2),
+        "cores_busy": round(sum(cpu_s) / sum(wall_s), 2),
+        "host_steal": meter.steal_share(),
+        "best": dataclasses.asdict(best),
+        "sweep": [{**dataclasses.asdict(c), "img_s": round(r, 1)} for c, r in results + results_multi[1:]],
+    }

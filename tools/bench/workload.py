@@ -1,0 +1,62 @@
+"""The benchmark's workload: photo-like JPEGs of upload sizes, the run plan, and upload values."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import track
+
+console = Console(stderr=True)
+
+#: Mostly 1024x768, some 2–4 MP, as uploads from phones and cameras after a site's own resize.
+SIZES = [((1024, 768), 0.8), ((1600, 1200), 0.08), ((2048, 1536), 0.08), ((2304, 1728), 0.04)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    photos: int
+    naive_photos: int
+    latency_photos: int
+    decode_sample: int
+    repeats: int = 1  # offline and streaming runs each; the median is reported (this host is noisy)
+
+
+def build_workload(folder: Path, n: int, seed: int = 4242) -> list[Path]:
+    """``n`` JPEG q85 photos at realistic sizes, rendered once and reused by later runs."""
+    from trainer.data.scenes import render, sample_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    sizes, weights = zip(*SIZES, strict=True)
+    plan = [(folder / f"bench-{i:05d}.jpg", rng.choices(sizes, weights)[0]) for i in range(n)]
+    todo = [(p, s) for p, s in plan if not p.exists()]
+    for path, size in track(
+        todo, description="rendering benchmark photos", console=console, disable=not todo
+    ):
+        tmp = path.with_suffix(".tmp")
+        render(sample_scene(rng), size, rng).save(tmp, "JPEG", quality=85)
+        os.replace(tmp, path)
+    return [p for p, _ in plan]
+
+
+def megapixels(paths: list[Path]) -> float:
+    from PIL import Image
+
+    total = 0
+    for p in paths:
+        with Image.open(p) as img:
+            total += img.width * img.height
+    return total / 1e6
+
+
+def upload_value(pid: str, path: Path) -> bytes:
+    from stream.events import now_rfc3339
+
+    return orjson.dumps(
+        {"photo_id": pid, "url": path.resolve().as_uri(), "uploaded_at": now_rfc3339(), "user_tags": []}
+    )
