@@ -11,7 +11,20 @@ from pathlib import Path
 
 from rich.console import Console
 
+from stream import logs
+
 console = Console(stderr=True)
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's), or a marker when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("darkroom")
+    except PackageNotFoundError:
+        return "0+unknown (not installed: pip install -e .)"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -105,7 +118,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {exc}")
         return 2
     app, _ = create_app(settings)
-    worker = faust.Worker(app, loglevel=args.loglevel)
+    worker = faust.Worker(
+        app, loglevel=args.loglevel, logging_config=logs.worker_logging_config(args.loglevel)
+    )
     worker.execute_from_commandline()  # handles SIGTERM/SIGINT: stops agents, commits, exits
     return 0
 
@@ -185,6 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darkroom", description="Streaming, real-time photo tagger.")
+    parser.add_argument("--version", action="version", version=f"darkroom {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start broker, Triton and worker on this machine")
@@ -257,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(logging.INFO)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
     logging.getLogger("kafka").setLevel(logging.WARNING)
     if argv[:1] and argv[0] in PASSTHROUGH:
         import importlib
