@@ -231,7 +231,7 @@ def _publish(
         stop = True
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
-    publisher = UploadPublisher(settings.kafka_bootstrap, settings.uploads_topic)
+    publisher = UploadPublisher(settings.kafka_bootstrap, settings.uploads_topic, settings)
     pacer = Pacer(rate)
     end = len(photos) if limit is None else min(len(photos), state.done + limit)
     resumed_at, sent, missing = state.done, 0, []

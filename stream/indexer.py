@@ -526,12 +526,16 @@ def consume(
     stop: threading.Event | None = None,
     once: bool = False,
     topic_wait_s: float = 30.0,
+    settings: Settings | None = None,
 ) -> Iterator[Applied]:
     """Read the three topics into ``index``, resuming from the offsets it stores; yield each batch's effect.
 
     Partitions are assigned directly (no consumer-group join, no committed offsets: the index holds them).
-    ``once``: stop when every partition is read up to its end as of the start."""
+    ``once``: stop when every partition is read up to its end as of the start. TLS/SASL come from
+    ``settings`` (default: plaintext)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+    from stream.kafka_security import librdkafka_config
 
     stop = stop or threading.Event()
     consumer = Consumer(
@@ -542,6 +546,7 @@ def consume(
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 100,  # bounds upload → searchable latency (Tansu holds fetches this long)
+            **librdkafka_config(settings or Settings()),
         }
     )
     try:
@@ -674,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     last_report = time.monotonic()
     try:
         for applied in consume(
-            index, settings.kafka_bootstrap, topics, counters, stop, args.once, args.topic_wait
+            index, settings.kafka_bootstrap, topics, counters, stop, args.once, args.topic_wait, settings
         ):
             _accumulate(total, applied)
             for problem in applied.invalid[:5]:
