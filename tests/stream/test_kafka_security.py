@@ -75,8 +75,10 @@ class MutualTlsProxy:
         async with await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context):
             self._ready.set()
             await self._stopped.wait()
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        connections = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in connections:
             task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         subject = dict(x[0] for x in writer.get_extra_info("peercert")["subject"])
