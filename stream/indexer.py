@@ -688,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
 
         roots = [str(p) for p in (args.file_root or [Path.cwd()])]
         try:
-            server = serve(db_path, counters, args.web_bind, args.web_port, roots)
+            server = serve(db_path, counters, args.web_bind, args.web_port, roots, settings)
         except OSError as exc:
             console.print(f"[red]error:[/] cannot serve the page on {args.web_bind}:{args.web_port}: {escape(str(exc))}; "
                           "pick another --web-port")  # fmt: skip
