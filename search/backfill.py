@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,16 +149,23 @@ def default_state_path(source: Path) -> Path:
 
 
 class Pacer:
-    """Spaces calls ``1/rate`` seconds apart on average (bursts are not caught up after a pause)."""
+    """Spaces calls ``1/rate`` seconds apart on average (bursts are not caught up after a pause). ``clock``
+    and ``sleep`` are the time functions it uses (tests pass a fake clock)."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.interval = 1.0 / rate
-        self.next_at = time.monotonic()
+        self.clock, self.sleep = clock, sleep
+        self.next_at = clock()
 
     def wait(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.next_at > now:
-            time.sleep(self.next_at - now)
+            self.sleep(self.next_at - now)
         self.next_at = max(self.next_at, now - self.interval) + self.interval
 
 
@@ -231,7 +238,7 @@ def _publish(
         stop = True
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
-    publisher = UploadPublisher(settings.kafka_bootstrap, settings.uploads_topic)
+    publisher = UploadPublisher(settings.kafka_bootstrap, settings.uploads_topic, settings)
     pacer = Pacer(rate)
     end = len(photos) if limit is None else min(len(photos), state.done + limit)
     resumed_at, sent, missing = state.done, 0, []

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from stream.events import PermanentError, parse_rfc3339, parse_upload
 from stream.settings import Settings, SettingsError
@@ -36,7 +38,7 @@ console = Console(stderr=True)
 DEFAULT_DB_ENV = "DARKROOM_INDEX_DB"
 DEFAULT_DB = Path("run/index.sqlite")
 MAX_QUERY_TERMS = 8
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: photos.url, the URL of the tag event whose tags the row holds
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS photos (
     tags          TEXT NOT NULL,  -- the event's tags, JSON, sorted by score
     uploaded_at   TEXT NOT NULL,
     tagged_at     TEXT NOT NULL,
-    indexed_at    REAL NOT NULL
+    indexed_at    REAL NOT NULL,
+    url           TEXT  -- the tag event's url (null from workers that predate it: then the upload's)
 );
 CREATE INDEX IF NOT EXISTS photos_newest ON photos (tagged_at DESC);
 CREATE TABLE IF NOT EXISTS tag_names (tag_id INTEGER PRIMARY KEY, tag TEXT NOT NULL UNIQUE);
@@ -98,6 +101,7 @@ class TagEvent:
     model_version: int
     uploaded_at: str
     tagged_at: str
+    url: str | None = None
 
 
 def parse_tag_event(raw: bytes | None) -> TagEvent:
@@ -127,6 +131,9 @@ def parse_tag_event(raw: bytes | None) -> TagEvent:
         if not 0.0 <= score <= 1.0:
             raise InvalidEvent(f"score of tag {tag!r} is {score}, expected 0..1")
         parsed.append((tag, float(score)))
+    url = data.get("url")
+    if url is not None and (not isinstance(url, str) or not url):
+        raise InvalidEvent("'url' must be a non-empty string when present")
     stamps = {key: _string(data, key) for key in ("uploaded_at", "tagged_at")}
     for key, text in stamps.items():
         try:
@@ -134,7 +141,7 @@ def parse_tag_event(raw: bytes | None) -> TagEvent:
         except ValueError:
             raise InvalidEvent(f"'{key}' {text!r} is not an RFC 3339 timestamp") from None
     return TagEvent(
-        photo_id, tuple(parsed), model, int(version_text), stamps["uploaded_at"], stamps["tagged_at"]
+        photo_id, tuple(parsed), model, int(version_text), stamps["uploaded_at"], stamps["tagged_at"], url
     )
 
 
@@ -262,6 +269,7 @@ class Record:
     partition: int
     offset: int
     value: bytes | None
+    timestamp: float | None = None  # seconds; an upload without uploaded_at is dated by it
 
 
 @dataclass
@@ -308,7 +316,10 @@ class SearchIndex:
             self._db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(photos)")}
+            if "url" not in columns:  # an index written by schema version 1
+                self._db.execute("ALTER TABLE photos ADD COLUMN url TEXT")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         self._db.execute("PRAGMA busy_timeout = 5000")
 
     def close(self) -> None:
@@ -343,7 +354,7 @@ class SearchIndex:
                             applied.tag_events += 1
                             changed.append((event, outcome))
                     elif rec.topic == topics.uploads:
-                        self._upsert_upload(db, rec.value)
+                        self._upsert_upload(db, rec.value, rec.timestamp)
                         applied.uploads += 1
                     elif rec.topic == topics.dlq:
                         letter = parse_dead_letter(rec.value)
@@ -377,9 +388,9 @@ class SearchIndex:
             return None
         tags_json = orjson.dumps([{"tag": t, "score": s} for t, s in event.tags]).decode()
         db.execute(
-            "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (event.photo_id, event.model, event.model_version, tags_json, event.uploaded_at,
-             event.tagged_at, time.time()),
+             event.tagged_at, time.time(), event.url),
         )  # fmt: skip
         db.execute("DELETE FROM photo_tags WHERE photo_id = ?", (event.photo_id,))
         for tag, score in event.tags:
@@ -400,9 +411,9 @@ class SearchIndex:
         return tag_id  # type: ignore[return-value]
 
     @staticmethod
-    def _upsert_upload(db: sqlite3.Connection, raw: bytes | None) -> None:
+    def _upsert_upload(db: sqlite3.Connection, raw: bytes | None, timestamp: float | None) -> None:
         try:
-            upload = parse_upload(raw)
+            upload = parse_upload(raw, timestamp)
         except PermanentError as exc:
             raise InvalidEvent(exc.detail) from None
         db.execute(
@@ -439,21 +450,14 @@ class SearchIndex:
         terms = query_terms(query)
         if not terms:
             return []
-        per_term: list[list[int]] = []
-        for term in terms:
-            ids = [
-                r[0]
-                for r in self._db.execute(
-                    "SELECT rowid FROM tag_search WHERE tag_search MATCH ?", (f'"{term}"',)
-                )
-            ]
-            if not ids:
-                return []
-            per_term.append(ids)
-        values = ", ".join("(?, ?)" for ids in per_term for _ in ids)
-        params: list[object] = [x for i, ids in enumerate(per_term) for t in ids for x in (i, t)]
+        # The matching tag ids stay inside SQLite: a common term can match more tags than a statement may
+        # have variables (32766 in most builds), so only the terms are bound.
+        wanted = " UNION ALL ".join(
+            f"SELECT {i}, rowid FROM tag_search WHERE tag_search MATCH ?" for i in range(len(terms))
+        )
+        params = [f'"{term}"' for term in terms]
         sql = f"""
-            WITH wanted (term, tag_id) AS (VALUES {values}),
+            WITH wanted (term, tag_id) AS ({wanted}),
             best AS (
                 SELECT pt.photo_id, w.term, max(pt.score) AS score
                 FROM wanted w JOIN photo_tags pt ON pt.tag_id = w.tag_id
@@ -489,9 +493,14 @@ class SearchIndex:
         return _hit(row) if row else None
 
     def url_of(self, photo_id: str) -> str | None:
-        """The URL of the photo's upload event, if the index has seen it."""
-        row = self._db.execute("SELECT url FROM uploads WHERE photo_id = ?", (photo_id,)).fetchone()
-        return row[0] if row else None
+        """The URL of the event whose tags the index holds for the photo (a photo_id uploaded twice shows the
+        photo its tags describe); for tag events without ``url`` (older workers), the latest upload's."""
+        row = self._db.execute(
+            "SELECT coalesce((SELECT url FROM photos WHERE photo_id = ?1), "
+            "(SELECT url FROM uploads WHERE photo_id = ?1))",
+            (photo_id,),
+        ).fetchone()
+        return row[0]
 
     def counts(self) -> dict:
         """Photos (by model version) and dead letters (by error code)."""
@@ -526,12 +535,22 @@ def consume(
     stop: threading.Event | None = None,
     once: bool = False,
     topic_wait_s: float = 30.0,
+    settings: Settings | None = None,
 ) -> Iterator[Applied]:
     """Read the three topics into ``index``, resuming from the offsets it stores; yield each batch's effect.
 
     Partitions are assigned directly (no consumer-group join, no committed offsets: the index holds them).
-    ``once``: stop when every partition is read up to its end as of the start."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+    ``once``: stop when every partition is read up to its end as of the start. TLS/SASL come from
+    ``settings`` (default: plaintext)."""
+    from confluent_kafka import (
+        OFFSET_BEGINNING,
+        TIMESTAMP_NOT_AVAILABLE,
+        Consumer,
+        KafkaException,
+        TopicPartition,
+    )
+
+    from stream.kafka_security import librdkafka_config
 
     stop = stop or threading.Event()
     consumer = Consumer(
@@ -542,6 +561,7 @@ def consume(
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 100,  # bounds upload → searchable latency (Tansu holds fetches this long)
+            **librdkafka_config(settings or Settings()),
         }
     )
     try:
@@ -564,7 +584,9 @@ def consume(
                     if msg.error().fatal():
                         raise KafkaException(msg.error())
                     continue  # transient: librdkafka retries by itself
-                records.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.value()))
+                kind, millis = msg.timestamp()
+                timestamp = millis / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None
+                records.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.value(), timestamp))
             if records:
                 yield index.apply(records, topics, counters)
             if ends:  # positions, not the last record seen: control records are never delivered
@@ -643,13 +665,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env(kafka_bootstrap=args.bootstrap)
     except SettingsError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     db_path = args.db or default_db()
     try:
         index = SearchIndex(db_path)
     except sqlite3.DatabaseError as exc:
-        console.print(f"[red]error:[/] {db_path} is not a usable search index ({exc}); pass another --db")
+        console.print(
+            f"[red]error:[/] {escape(str(db_path))} is not a usable search index ({escape(str(exc))}); "
+            "pass another --db"
+        )
         return 2
     if args.reset:
         index.reset()
@@ -663,27 +688,29 @@ def main(argv: list[str] | None = None) -> int:
 
         roots = [str(p) for p in (args.file_root or [Path.cwd()])]
         try:
-            server = serve(db_path, counters, args.web_bind, args.web_port, roots)
+            server = serve(db_path, counters, args.web_bind, args.web_port, roots, settings)
         except OSError as exc:
-            console.print(f"[red]error:[/] cannot serve the page on {args.web_bind}:{args.web_port}: {exc}; "
+            console.print(f"[red]error:[/] cannot serve the page on {args.web_bind}:{args.web_port}: {escape(str(exc))}; "
                           "pick another --web-port")  # fmt: skip
             return 2
         console.print(f"search page: http://{args.web_bind}:{args.web_port}/")
-    console.print(f"indexing {', '.join(topics.all())} from {settings.kafka_bootstrap} into {db_path}")
+    console.print(
+        escape(f"indexing {', '.join(topics.all())} from {settings.kafka_bootstrap} into {db_path}")
+    )
     total = Applied()
     last_report = time.monotonic()
     try:
         for applied in consume(
-            index, settings.kafka_bootstrap, topics, counters, stop, args.once, args.topic_wait
+            index, settings.kafka_bootstrap, topics, counters, stop, args.once, args.topic_wait, settings
         ):
             _accumulate(total, applied)
             for problem in applied.invalid[:5]:
-                console.print(f"[yellow]skipped[/] {problem}")
+                console.print(f"[yellow]skipped[/] {escape(problem)}")
             if time.monotonic() - last_report > 5:
                 _report(total)
                 last_report = time.monotonic()
     except KafkaException as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return 1
     finally:
         if server is not None:
@@ -724,7 +751,7 @@ def search_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     query = " ".join(args.query)
     if not query_terms(query):
-        console.print(f"[red]error:[/] the query {query!r} has no words to search for")
+        console.print(f"[red]error:[/] the query {escape(repr(query))} has no words to search for")
         return 2
     if args.limit < 1:
         console.print(f"[red]error:[/] --limit must be >= 1, got {args.limit}")
@@ -733,7 +760,7 @@ def search_main(argv: list[str] | None = None) -> int:
         index = SearchIndex(args.db or default_db(), readonly=True)
         hits = index.search(query, args.limit)
     except (FileNotFoundError, sqlite3.DatabaseError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     if args.json:
         for hit in hits:
@@ -744,18 +771,18 @@ def search_main(argv: list[str] | None = None) -> int:
 
 
 def print_hits(query: str, hits: Iterable[Hit], out: Console | None = None) -> None:
-    """A table of ranked hits: photo id, relevance, model version and tags."""
+    """A table of ranked hits: photo id, relevance, model version and tags. Every value from the index or the
+    query is printed as plain text: a tag like ``[/x]`` or ``[bold]`` is not Rich markup."""
     hits = list(hits)
     out = out or Console()
     if not hits:
-        out.print(f"no photo matches {query!r}")
+        out.print(Text(f"no photo matches {query!r}"))
         return
-    table = Table(title=f"{len(hits)} photo(s) for {query!r}", title_justify="left")
+    table = Table(title=Text(f"{len(hits)} photo(s) for {query!r}"), title_justify="left")
     for col in ("#", "photo", "relevance", "model", "tags"):
         table.add_column(col)
     for rank, hit in enumerate(hits, 1):
         tags = ", ".join(f"{t['tag']} {t['score']:.2f}" for t in hit.tags)
-        table.add_row(
-            str(rank), hit.photo_id, f"{hit.relevance:.2f}", f"{hit.model} v{hit.model_version}", tags
-        )
+        cells = (str(rank), hit.photo_id, f"{hit.relevance:.2f}", f"{hit.model} v{hit.model_version}", tags)
+        table.add_row(*map(Text, cells))
     out.print(table)

@@ -10,12 +10,17 @@ the index, so the page never blocks the indexer.
 ``GET /api/stats``         counters: photos by model version, throughput, latency, dead letters
 ``GET /thumbs/<id>.jpg``   a thumbnail, for photos uploaded as ``file://`` under the allowed roots
 ``GET /health``            200 once the page is up
+
+Thumbnails go through the worker's own fetch and decode (format allow-list, pixel and frame caps, from
+``Settings``), at most ``MAX_THUMB_DECODES`` at a time; the server runs at most ``max_threads`` requests at
+once (further connections wait in the listen backlog) and drops a client silent for ``REQUEST_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import socket
 import threading
 import urllib.parse
 from http import HTTPStatus
@@ -23,15 +28,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from search.indexer import LiveCounters, SearchIndex
-from stream.events import ErrorCode, PermanentError
-from stream.images import fetch
+from stream.events import PermanentError
+from stream.images import ALLOWED_FORMATS, decode, fetch
+from stream.settings import Settings
 
 THUMB_SIZE = (240, 180)
-MAX_THUMB_SOURCE_BYTES = 25 * 1024 * 1024
 MAX_LIMIT = 200
+#: requests served at once; a thumbnail decode or a slow client holds one thread
+MAX_REQUEST_THREADS = 8
+#: thumbnails decoded at once: each holds a photo's bytes and pixels
+MAX_THUMB_DECODES = 2
+#: a client that sends nothing (or trickles its request) for this long is disconnected
+REQUEST_TIMEOUT_S = 10.0
 
 
 class PageServer(ThreadingHTTPServer):
@@ -40,31 +51,73 @@ class PageServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], db_path: Path, counters: LiveCounters, roots: list[str]
+        self,
+        address: tuple[str, int],
+        db_path: Path,
+        counters: LiveCounters,
+        roots: list[str],
+        settings: Settings | None = None,
+        max_threads: int = MAX_REQUEST_THREADS,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         super().__init__(address, PageHandler)
         self.db_path = db_path
         self.counters = counters
         self.roots = [str(Path(r).resolve()) for r in roots]
+        self.limits = settings or Settings()
+        self.request_timeout_s = request_timeout_s
+        self._request_slots = threading.BoundedSemaphore(max_threads)
+        self._decodes = threading.BoundedSemaphore(MAX_THUMB_DECODES)
         self.thumbnail = functools.lru_cache(maxsize=1024)(self._thumbnail)
 
-    def _thumbnail(self, url: str) -> bytes:
-        """A JPEG thumbnail of a ``file://`` photo under the roots; PermanentError if it cannot be shown."""
-        data = fetch(url, self.roots, MAX_THUMB_SOURCE_BYTES, timeout_s=5.0)
+    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        """Start a request thread once one of ``max_threads`` is free; until then the accept loop waits and
+        new connections queue in the kernel's backlog instead of each taking a thread."""
+        self._request_slots.acquire()
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.draft("RGB", THUMB_SIZE)  # JPEG: decode at a fraction of full size
-                thumb = ImageOps.exif_transpose(img).convert("RGB")
-                thumb.thumbnail(THUMB_SIZE)
-        except (OSError, ValueError) as exc:
-            raise PermanentError(ErrorCode.DECODE_FAILED, str(exc)) from None
+            super().process_request(request, client_address)
+        except BaseException:
+            self._request_slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._request_slots.release()
+
+    def _thumbnail(self, url: str) -> bytes:
+        """A JPEG thumbnail of a ``file://`` photo under the roots, fetched and decoded as the worker does;
+        PermanentError (with the worker's code) if it cannot be shown."""
+        limits = self.limits
+        data = fetch(url, self.roots, limits.max_image_bytes, limits.fetch_timeout_s)
+        with self._decodes:
+            pixels = decode(data, _thumb_size(data), limits.max_image_pixels, limits.max_frames)
         out = io.BytesIO()
-        thumb.save(out, "JPEG", quality=80)
+        Image.fromarray(pixels).save(out, "JPEG", quality=80)
         return out.getvalue()
+
+
+def _thumb_size(data: bytes) -> tuple[int, int]:
+    """THUMB_SIZE shrunk to the photo's aspect ratio (from its header, EXIF rotation included); THUMB_SIZE
+    when the header cannot be read, and then ``decode`` names the problem."""
+    try:
+        with Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS)) as img:
+            width, height = img.size
+            if img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):  # turned by a quarter
+                width, height = height, width
+    except Exception:  # noqa: BLE001 - any unreadable header: decode classifies it as a dead letter would
+        return THUMB_SIZE
+    scale = min(THUMB_SIZE[0] / max(width, 1), THUMB_SIZE[1] / max(height, 1), 1.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 class PageHandler(BaseHTTPRequestHandler):
     server: PageServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout_s  # read by setup() for the socket's timeout
+        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         url = urllib.parse.urlsplit(self.path)
@@ -138,9 +191,19 @@ class PageHandler(BaseHTTPRequestHandler):
         pass  # the page polls every two seconds: request lines would drown the indexer's log
 
 
-def serve(db_path: Path, counters: LiveCounters, bind: str, port: int, roots: list[str]) -> PageServer:
-    """Start the page in a daemon thread; ``server.shutdown()`` stops it."""
-    server = PageServer((bind, port), db_path, counters, roots)
+def serve(
+    db_path: Path,
+    counters: LiveCounters,
+    bind: str,
+    port: int,
+    roots: list[str],
+    settings: Settings | None = None,
+    max_threads: int = MAX_REQUEST_THREADS,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> PageServer:
+    """Start the page in a daemon thread; ``server.shutdown()`` stops it. ``settings`` gives the thumbnails
+    the worker's caps (bytes, pixels, frames; default: the defaults)."""
+    server = PageServer((bind, port), db_path, counters, roots, settings, max_threads, request_timeout_s)
     threading.Thread(target=server.serve_forever, name="search-page", daemon=True).start()
     return server
 

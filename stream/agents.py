@@ -187,7 +187,7 @@ class Tagger:
     def _load(self, event: faust.EventT, model_input: ModelInput) -> asyncio.Future:
         """A future of ``(upload, image)``, or of the PermanentError that makes it a dead letter."""
         try:
-            upload = parse_upload(event.value)
+            upload = parse_upload(event.value, event.message.timestamp)  # no uploaded_at: the record's time
         except PermanentError as exc:
             done = asyncio.get_running_loop().create_future()
             done.set_exception(exc)
@@ -236,7 +236,7 @@ class Tagger:
     async def _send_dead_letter(self, event: faust.EventT, error: PermanentError) -> asyncio.Future:
         msg = event.message
         photo_id = photo_id_hint(event.value, msg.key)
-        value = dead_letter(event.value, photo_id, error, msg.topic, msg.partition, msg.offset)
+        value = dead_letter(event.value, photo_id, error, msg.topic, msg.partition, msg.offset, msg.timestamp)
         log.info("dead letter %s@%s: %s %s", msg.partition, msg.offset, error.code, error.detail[:300])
         metrics.DEAD_LETTERS.labels(str(error.code)).inc()
         metrics.EVENTS_OUT.labels("dead_letter").inc()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
+from stream.kafka_security import faust_credentials
 from stream.settings import Settings
 
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Topics]:
     app = TaggerApp(
         settings.group_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()],
+        broker_credentials=faust_credentials(settings),  # TLS / SASL; None: plaintext
         store="memory://",
         datadir=settings.data_dir,
         # Outputs are awaited per batch before the input offsets may move; commit often after that.

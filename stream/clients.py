@@ -11,6 +11,8 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
 from stream.events import now_rfc3339
+from stream.kafka_security import librdkafka_config
+from stream.settings import Settings
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 
@@ -48,14 +50,18 @@ def upload_event(
 
 
 class UploadPublisher:
-    """A librdkafka producer for upload events (acks=all, idempotent)."""
+    """A librdkafka producer for upload events (acks=all, idempotent); TLS/SASL from ``settings``
+    (default: plaintext)."""
 
-    def __init__(self, bootstrap: str, topic: str = "photo-uploads") -> None:
+    def __init__(
+        self, bootstrap: str, topic: str = "photo-uploads", settings: Settings | None = None
+    ) -> None:
         self.topic = topic
         self._errors: list[str] = []
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "acks": "all"}
-        )
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "acks": "all",
+             **librdkafka_config(settings or Settings())}
+        )  # fmt: skip
 
     def send(self, key: str | bytes | None, value: bytes) -> None:
         while True:
@@ -85,10 +91,12 @@ def follow(
     from_beginning: bool = True,
     idle_timeout_s: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    settings: Settings | None = None,
 ) -> Iterator[tuple[str, bytes | None, bytes | None]]:
     """Yield (topic, key, value) from every partition of ``topics``; stop after ``idle_timeout_s`` without a
     message (None: follow forever) or once ``should_stop()`` is true. Partitions are assigned directly, not through a consumer group: a
-    reader needs no group membership, starts at once and leaves no committed offsets behind."""
+    reader needs no group membership, starts at once and leaves no committed offsets behind. TLS/SASL come
+    from ``settings`` (default: plaintext)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -97,6 +105,7 @@ def follow(
             # Tansu can hold a fetch for the whole wait even when records arrive: keep it short, so that
             # what a reader reports as "seen" is when the record was there, not up to 500 ms later.
             "fetch.wait.max.ms": 20,
+            **librdkafka_config(settings or Settings()),
         }
     )
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END

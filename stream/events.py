@@ -22,6 +22,8 @@ MAX_TAG_CHARS = 128
 #: A dead letter keeps at most this much of the original value (the rest stays in the input topic at the
 #: offset the letter names); a full 1 MB value, base64-encoded, would not fit a default Kafka record.
 MAX_DLQ_ORIGINAL_BYTES = 128 * 1024
+#: A dead letter's ``at`` when its input record has no timestamp (pre-0.10 format, or none given): a constant
+EPOCH = "1970-01-01T00:00:00.000Z"
 
 
 class ErrorCode(StrEnum):
@@ -63,7 +65,18 @@ class Upload(faust.Record, serializer="json"):
 
 def now_rfc3339() -> str:
     """The current UTC time as RFC 3339 with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.now(UTC).timestamp())
+
+
+def rfc3339(timestamp: float) -> str:
+    """A POSIX timestamp (seconds) as RFC 3339 UTC with milliseconds."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_time(timestamp: float | None) -> str | None:
+    """A Kafka record's timestamp (seconds; None or negative when the record has none) as RFC 3339: the time
+    of the input itself, so every redelivery of it derives the same value."""
+    return rfc3339(timestamp) if timestamp is not None and timestamp >= 0 else None
 
 
 def parse_rfc3339(text: str) -> datetime:
@@ -74,8 +87,9 @@ def parse_rfc3339(text: str) -> datetime:
     return parsed
 
 
-def parse_upload(raw: bytes | None) -> Upload:
-    """Validate a raw ``photo-uploads`` value; raise PermanentError naming the first problem."""
+def parse_upload(raw: bytes | None, record_timestamp: float | None = None) -> Upload:
+    """Validate a raw ``photo-uploads`` value; raise PermanentError naming the first problem. A missing
+    ``uploaded_at`` is the record's timestamp (seconds), never the clock: a redelivery yields the same event."""
     if raw is None:
         raise PermanentError(ErrorCode.INVALID_EVENT, "empty value (tombstone)")
     if len(raw) > MAX_EVENT_BYTES:
@@ -92,11 +106,9 @@ def parse_upload(raw: bytes | None) -> Upload:
     if owner is not None and (not isinstance(owner, str) or len(owner) > MAX_ID_CHARS):
         raise PermanentError(ErrorCode.INVALID_EVENT, f"'owner' must be a string of <= {MAX_ID_CHARS} chars")
     uploaded_at = data.get("uploaded_at")
-    if uploaded_at is None:
-        uploaded_at = now_rfc3339()
-    elif not isinstance(uploaded_at, str):
-        raise PermanentError(ErrorCode.INVALID_EVENT, "'uploaded_at' must be an RFC 3339 string")
-    else:
+    if uploaded_at is not None:  # when missing, it is taken from the record once the rest is valid
+        if not isinstance(uploaded_at, str):
+            raise PermanentError(ErrorCode.INVALID_EVENT, "'uploaded_at' must be an RFC 3339 string")
         try:
             parse_rfc3339(uploaded_at)
         except ValueError:
@@ -113,6 +125,12 @@ def parse_upload(raw: bytes | None) -> Upload:
             ErrorCode.INVALID_EVENT,
             f"'user_tags' must be a list of <= {MAX_USER_TAGS} strings of <= {MAX_TAG_CHARS} chars",
         )
+    if uploaded_at is None:
+        uploaded_at = record_time(record_timestamp)
+        if uploaded_at is None:
+            raise PermanentError(
+                ErrorCode.INVALID_EVENT, "'uploaded_at' is missing and the record carries no timestamp"
+            )
     return Upload(photo_id=photo_id, url=url, owner=owner, uploaded_at=uploaded_at, user_tags=user_tags)
 
 
@@ -149,6 +167,7 @@ def tag_event(
             "tags": [{"tag": t, "score": round(s, 4)} for t, s in tags],
             "model": model,
             "model_version": model_version,
+            "url": upload.url,  # an index keeps the URL of the very event whose tags it keeps
             "uploaded_at": upload.uploaded_at,
             "tagged_at": tagged_at,
         }
@@ -162,9 +181,11 @@ def dead_letter(
     topic: str,
     partition: int,
     offset: int,
+    record_timestamp: float | None = None,
 ) -> bytes:
     """The ``photo-uploads-dlq`` value; the original value is kept as text, or base64 if not UTF-8, up to
-    ``MAX_DLQ_ORIGINAL_BYTES`` (``original_size`` says how long it was, ``source`` where the rest is)."""
+    ``MAX_DLQ_ORIGINAL_BYTES`` (``original_size`` says how long it was, ``source`` where the rest is).
+    ``at`` is the input record's timestamp, not the clock, so a redelivery yields an identical letter."""
     kept = raw[:MAX_DLQ_ORIGINAL_BYTES] if raw is not None else None
     try:
         original: str | None = kept.decode("utf-8") if kept is not None else None
@@ -184,6 +205,6 @@ def dead_letter(
             "original_encoding": encoding,
             "original_size": len(raw) if raw is not None else 0,
             "original_truncated": raw is not None and len(raw) > MAX_DLQ_ORIGINAL_BYTES,
-            "at": now_rfc3339(),
+            "at": record_time(record_timestamp) or EPOCH,
         }
     )

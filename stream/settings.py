@@ -23,6 +23,18 @@ class Settings:
     """Everything the worker needs to know about its surroundings."""
 
     kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata={"env": "DARKROOM_KAFKA_BOOTSTRAP"})
+    #: Kafka TLS and SASL, for every client (worker, indexer, CLI): see stream/kafka_security.py
+    kafka_security_protocol: str = field(
+        default="PLAINTEXT", metadata={"env": "DARKROOM_KAFKA_SECURITY_PROTOCOL"}
+    )  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SASL_MECHANISM"})
+    kafka_sasl_username: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SASL_USERNAME"})
+    kafka_sasl_password: str = field(
+        default="", repr=False, metadata={"env": "DARKROOM_KAFKA_SASL_PASSWORD"}
+    )  # repr=False: settings are logged, the password must not be
+    kafka_ssl_cafile: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SSL_CAFILE"})
+    kafka_ssl_certfile: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SSL_CERTFILE"})
+    kafka_ssl_keyfile: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SSL_KEYFILE"})
     uploads_topic: str = field(default="photo-uploads", metadata={"env": "DARKROOM_UPLOADS_TOPIC"})
     tags_topic: str = field(default="photo-tags", metadata={"env": "DARKROOM_TAGS_TOPIC"})
     dlq_topic: str = field(default="photo-uploads-dlq", metadata={"env": "DARKROOM_DLQ_TOPIC"})
@@ -83,6 +95,46 @@ class Settings:
         for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
+        self._validate_kafka_security()
+
+    def _validate_kafka_security(self) -> None:
+        """TLS/SASL settings that fit together and files that exist, checked before any client connects."""
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"DARKROOM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        if protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+                raise SettingsError(
+                    f"DARKROOM_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} is not one of "
+                    f"{', '.join(KAFKA_SASL_MECHANISMS)} (needed with {protocol})"
+                )
+            for name in ("kafka_sasl_username", "kafka_sasl_password"):
+                if not getattr(self, name):
+                    raise SettingsError(f"{_env_name(name)} is required with {protocol}")
+        else:
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name):
+                    raise SettingsError(
+                        f"{_env_name(name)} is set but DARKROOM_KAFKA_SECURITY_PROTOCOL={protocol} "
+                        "does not use SASL (SASL_SSL or SASL_PLAINTEXT does)"
+                    )
+        tls_files = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+        for name in tls_files:
+            path = getattr(self, name)
+            if path and not protocol.endswith("SSL"):
+                raise SettingsError(
+                    f"{_env_name(name)} is set but DARKROOM_KAFKA_SECURITY_PROTOCOL={protocol} "
+                    "does not use TLS (SSL or SASL_SSL does)"
+                )
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"{_env_name(name)}={path!r}: no such file")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise SettingsError(
+                "DARKROOM_KAFKA_SSL_CERTFILE and DARKROOM_KAFKA_SSL_KEYFILE go together (a client "
+                "certificate needs its key)"
+            )
 
     @functools.cached_property
     def allowed_roots(self) -> tuple[str, ...]:
@@ -104,6 +156,8 @@ def _env_name(name: str) -> str:
 
 
 ENV_VARS: frozenset[str] = frozenset(f.metadata["env"] for f in fields(Settings))
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 _BOOLS = {

@@ -114,10 +114,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
         )
+        app, _ = create_app(settings)  # loads the TLS files: a bad one is a SettingsError too
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
-    app, _ = create_app(settings)
     worker = faust.Worker(
         app, loglevel=args.loglevel, logging_config=logs.worker_logging_config(args.loglevel)
     )
@@ -128,8 +128,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish one upload event per image file (folders are walked)."""
     from stream.clients import UploadPublisher, photo_paths, upload_event
+    from stream.settings import Settings
 
-    publisher = UploadPublisher(args.bootstrap, args.topic)
+    # Kafka TLS/SASL from DARKROOM_KAFKA_*, as for every command (a bad value: main() names it, exit 2)
+    publisher = UploadPublisher(args.bootstrap, args.topic, Settings.from_env())
     count = 0
     for path in photo_paths(args.paths):
         key, value = upload_event(path, owner=args.owner)
@@ -145,11 +147,16 @@ def cmd_tail(args: argparse.Namespace) -> int:
     import orjson
 
     from stream.clients import follow
+    from stream.settings import Settings
 
     seen = 0
     try:
         for topic, _, value in follow(
-            args.bootstrap, [args.tags_topic, args.dlq_topic], args.from_beginning, args.idle_timeout
+            args.bootstrap,
+            [args.tags_topic, args.dlq_topic],
+            args.from_beginning,
+            args.idle_timeout,
+            settings=Settings.from_env(),  # Kafka TLS/SASL, as for publish
         ):
             try:
                 event = orjson.loads(value or b"null")
@@ -290,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return entry(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from stream.settings import SettingsError
+
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -143,6 +143,31 @@ def test_every_upload_good_or_broken_ends_in_exactly_one_outcome(up, outcome_rea
     assert precision >= max(0.7, 2.5 * chance) and recall >= 0.4
 
 
+def test_an_upload_s_times_come_from_its_record_so_a_redelivery_repeats_them(up, outcome_reader):
+    make_photo_set(up["photos"] / "timed", 1, seed=11, size=(320, 240), split="timed")
+    photo = next((up["photos"] / "timed").glob("*.jpg"))
+    untimed, refused = (f"{kind}-{uuid.uuid4().hex[:6]}" for kind in ("untimed", "refused"))
+    INPUTS.update({untimed, refused})
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{up['ports'].kafka}", "acks": "all"})
+    created_ms = 1764583200123  # the records' CreateTime: 2025-12-01T10:00:00.123Z
+    producer.produce(
+        "photo-uploads",
+        key=untimed,
+        timestamp=created_ms,
+        value=orjson.dumps({"photo_id": untimed, "url": photo.as_uri()}),
+    )  # no uploaded_at
+    producer.produce("photo-uploads", key=refused, timestamp=created_ms + 1000,
+                     value=orjson.dumps({"photo_id": refused, "url": "file:///etc/passwd"}))  # fmt: skip
+    assert producer.flush(30) == 0
+    reader = outcome_reader(f"127.0.0.1:{up['ports'].kafka}")
+    reader.wait_for({untimed, refused}, timeout_s=60, grace_s=0)
+    [(topic, event)] = reader.outcomes[untimed]
+    assert topic == "photo-tags" and event["uploaded_at"] == "2025-12-01T10:00:00.123Z"
+    assert event["url"] == photo.as_uri()
+    [(topic, letter)] = reader.outcomes[refused]
+    assert topic == "photo-uploads-dlq" and letter["at"] == "2025-12-01T10:00:01.123Z"
+
+
 def test_sigterm_stops_every_process(up):
     pids = json.loads((up["run"] / "pids.json").read_text())
     assert set(pids) == {"broker", "triton", "worker", "worker2", "indexer"}

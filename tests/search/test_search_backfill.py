@@ -24,22 +24,24 @@ def uploads_topic(monkeypatch, broker: str) -> str:
     return topic
 
 
-def published(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0) -> list[dict]:
+def published(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[dict]:
+    """Every value in ``topic`` now: read up to the end offsets (the backfill has flushed, acks=all, before it
+    returns), so nothing is waited for by the clock; ``timeout_s`` only bounds a broken broker."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
-        while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+        while not consumer.partitions_for_topic(topic):
+            assert time.monotonic() < deadline, f"topic {topic} has no partitions"
             time.sleep(0.2)
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        ends = consumer.end_offsets(parts)
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         values: list[dict] = []
-        while time.monotonic() < deadline:
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, f"read {len(values)} value(s) of {topic}, not up to {ends}"
             for batch in consumer.poll(timeout_ms=300).values():
                 values += [orjson.loads(r.value) for r in batch]
-            if len(values) >= expect:
-                consumer.poll(timeout_ms=500)  # and nothing more arrives
-                break
         return values
     finally:
         consumer.close()
@@ -86,7 +88,7 @@ def test_backfill_resumes_where_it_stopped_and_publishes_each_photo_once(
         "at": None,
     }
     assert main(argv) == 0  # already complete: publishes nothing
-    events = published(broker, topic, expect=10)
+    events = published(broker, topic)
     assert sorted(e["photo_id"] for e in events) == sorted(photo_id_for(p) for p in paths)
     assert {e["url"] for e in events} == {p.resolve().as_uri() for p in paths}
     assert all(e["owner"] == "u1" and e["user_tags"] == ["t"] for e in events)
@@ -134,14 +136,42 @@ def test_missing_files_are_skipped_not_published(archive, broker, monkeypatch, t
         == 0
     )
     assert "1 missing file(s) skipped" in stderr(capsys)
-    assert photo_id_for(paths[3]) not in {e["photo_id"] for e in published(broker, topic, expect=9)}
+    assert photo_id_for(paths[3]) not in {e["photo_id"] for e in published(broker, topic)}
+
+
+class FakeClock:
+    """A monotonic clock that moves only when slept on, or by ``advance``: pacing without timing margins."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def test_pacer_spaces_calls_at_the_rate():
-    pacer, started = Pacer(100.0), time.monotonic()
+    clock = FakeClock()
+    pacer = Pacer(100.0, clock=clock, sleep=clock.sleep)
     for _ in range(21):
         pacer.wait()
-    assert 0.19 <= time.monotonic() - started < 0.6
+    assert clock.now - 1000.0 == pytest.approx(0.2)  # 21 calls: the first at once, then 1/100 s apart
+    assert clock.slept == pytest.approx([0.01] * 20)
+
+
+def test_pacer_does_not_catch_up_a_pause_with_a_burst():
+    clock = FakeClock()
+    pacer = Pacer(10.0, clock=clock, sleep=clock.sleep)
+    pacer.wait()
+    clock.now += 5.0  # the caller was busy for 50 intervals
+    for _ in range(5):
+        pacer.wait()
+    # at most one interval of credit (two calls at once), not 50: the rest are paced again
+    assert clock.slept == pytest.approx([0.1, 0.1, 0.1])
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,30 @@ def test_search_prints_ranked_photos_with_tags_and_exits_1_when_nothing_matches(
     assert "no photo matches 'moon'" in capsys.readouterr().out
 
 
+def test_markup_in_photo_ids_and_tags_prints_literally(tmp_path, tag_value, capsys):
+    from search.indexer import Record, Topics
+
+    db = tmp_path / "index.sqlite"
+    index = SearchIndex(db)
+    index.apply([Record("photo-tags", 0, 0, tag_value("[/x]", {"beach": 0.9, "[bold]red": 0.8}))], Topics())
+    index.close()
+    assert search_main(["beach", "--db", str(db), "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "[bold]red 0.80" in out
+    assert search_main(["[/x] [bold]", "--db", str(db)]) == 1  # words "x" and "bold": nothing matches
+    assert "no photo matches '[/x] [bold]'" in capsys.readouterr().out
+    assert search_main(["[/]", "--db", str(db)]) == 2
+    assert "the query '[/]' has no words" in stderr(capsys)
+
+
+def test_index_prints_skipped_records_literally(topics, tmp_path, capsys):
+    bad = {"photo_id": "[/x]", "model": "m", "model_version": "1", "tags": [{"tag": "[/red]", "score": 2}],
+           "uploaded_at": "2026-01-01T00:00:00Z", "tagged_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    produce(topics, topics.tags_topic, [orjson.dumps(bad)])
+    assert main(["--once", "--db", str(tmp_path / "index.sqlite")]) == 0
+    assert "score of tag '[/red]' is 2, expected 0..1" in stderr(capsys)
+
+
 def test_search_and_index_explain_bad_input(tmp_path, capsys):
     assert search_main(["beach", "--db", str(tmp_path / "none.sqlite")]) == 2
     err = stderr(capsys)

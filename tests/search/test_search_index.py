@@ -60,13 +60,31 @@ def test_search_is_case_insensitive_and_stems_plurals(index, tag_value):
 
 
 @pytest.mark.parametrize(
-    "query",
-    ['"', "beach OR", "NEAR(beach sunset)", "beach*", "-beach", "sunset AND ^", "'; DROP TABLE photos; --"],
+    ("query", "expected"),
+    [
+        ('"', []),  # no words at all
+        ("beach OR", ["b"]),  # "or" is a word to match, not an operator: only b has a tag "or"
+        ("NEAR(beach sunset)", []),  # no photo has a tag "near"
+        ("beach*", ["a", "b"]),  # no prefix query: "beach" exactly (stemmed)
+        ("-beach", ["a", "b"]),  # no negation
+        ("sunset AND ^", []),  # no photo has a tag "and"
+        ("'; DROP TABLE photos; --", []),
+    ],
 )
-def test_query_syntax_never_reaches_fts5(index, tag_value, query):
-    index.apply(records(tag_value("a", {"beach": 0.9, "sunset": 0.8})), TOPICS)
-    index.search(query)  # must not raise sqlite3.OperationalError
+def test_query_syntax_never_reaches_fts5(index, tag_value, query, expected):
+    index.apply(records(tag_value("a", {"beach": 0.9, "sunset": 0.8}), tag_value("b", {"beach": 0.5, "or": 0.4})),
+                TOPICS)  # fmt: skip
+    assert ids(index.search(query)) == expected  # words only, as plain terms; never sqlite3.OperationalError
     assert index.photo("a") is not None
+
+
+def test_a_term_matching_more_tags_than_sqlite_has_variables_still_answers(index, tag_value):
+    # 32766 is SQLite's default variable limit (this build allows more: lower it to what most builds have)
+    index._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+    many = {f"sea {i}": 0.5 for i in range(33_000)}  # every one of them matches the term "sea"
+    index.apply(records(tag_value("wide", many), tag_value("top", {"sea 1": 0.9, "sky": 0.8})), TOPICS)
+    assert ids(index.search("sea")) == ["top", "wide"]  # best matching tag: 0.9 > 0.5
+    assert ids(index.search("sea sky")) == ["top"]
 
 
 def test_query_terms_are_words_only_deduplicated_and_capped():
@@ -165,6 +183,26 @@ def test_uploads_give_photos_their_url_and_dead_letters_count_once_per_source(in
     assert index.url_of("a") == "file:///photos/a.jpg" and index.url_of("zz") is None
     counts = index.counts()
     assert counts["dead_letters"] == 1 and counts["dead_letters_by_error"] == {"not_found": 1}
+
+
+def test_duplicate_photo_ids_keep_the_url_of_the_event_whose_tags_are_indexed(index, tag_value):
+    first = orjson.loads(tag_value("p", {"beach": 0.9})) | {"url": "file:///photos/first.jpg"}
+    second = orjson.loads(tag_value("p", {"snow": 0.8})) | {"url": "file:///photos/second.jpg"}
+    uploads = [orjson.dumps({"photo_id": "p", "url": e["url"]}) for e in (first, second)]
+    index.apply(records(uploads[0], topic=TOPICS.uploads), TOPICS)
+    index.apply(records(orjson.dumps(first)), TOPICS)
+    index.apply(records(uploads[1], topic=TOPICS.uploads, start=1), TOPICS)  # the same id uploaded again
+    index.apply(records(orjson.dumps(second), start=1), TOPICS)  # same version: the first event's tags stay
+    assert [t["tag"] for t in index.photo("p").tags] == ["beach"]
+    assert index.url_of("p") == "file:///photos/first.jpg"  # ...and so does the first event's URL
+
+
+def test_an_upload_without_uploaded_at_is_dated_by_its_record_in_the_index(index):
+    upload = orjson.dumps({"photo_id": "a", "url": "file:///photos/a.jpg"})
+    index.apply([Record(TOPICS.uploads, 0, 0, upload, 1764583200.123)], TOPICS)
+    index.apply([Record(TOPICS.uploads, 0, 0, upload, 1764583200.123)], TOPICS)  # a redelivery
+    row = index._db.execute("SELECT uploaded_at FROM uploads WHERE photo_id = 'a'").fetchall()
+    assert row == [("2025-12-01T10:00:00.123Z",)]
 
 
 def test_a_reader_sees_a_photo_entirely_at_one_version(index, tag_value, tmp_path):

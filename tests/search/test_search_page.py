@@ -6,13 +6,19 @@ docs/search.md); it is skipped, saying so, only where they are not installed.
 
 from __future__ import annotations
 
+import io
+import socket
+import threading
+import time
 import urllib.request
 
 import orjson
 import pytest
 
+from search import web
 from search.indexer import LiveCounters, Record, SearchIndex, Topics
 from search.web import serve
+from stream.settings import Settings
 from tests.external import require
 from tools.embedded import Ports
 
@@ -34,8 +40,10 @@ def page(tmp_path, jpeg, tag_value):
     index = SearchIndex(db)
     recs = [Record(TOPICS.tags, 0, i, tag_value(pid, tags)) for i, (pid, tags) in enumerate(PHOTOS.items())]
     recs += [
-        Record(TOPICS.uploads, 0, i, orjson.dumps({"photo_id": pid, "url": jpeg(f"{pid}.jpg").as_uri()}))
-        for i, pid in enumerate(PHOTOS)
+        Record(
+            TOPICS.uploads, 0, i, orjson.dumps({"photo_id": pid, "url": jpeg(f"{pid}.jpg").as_uri()}), 1.7e9
+        )
+        for i, pid in enumerate(PHOTOS)  # no uploaded_at: the record's timestamp stands in
     ]
     letter = {"photo_id": "x", "error": "decode_failed", "detail": "truncated", "at": "2026-01-01T00:00:00Z",
               "source": {"topic": "photo-uploads", "partition": 0, "offset": 9},
@@ -129,3 +137,88 @@ def test_thumbnails_only_for_known_photos_under_the_roots(page, tmp_path):
     with urllib.request.urlopen(page + "api/search?q=BEACH", timeout=5) as resp:
         body = orjson.loads(resp.read())
     assert [p["photo_id"] for p in body["photos"]] == ["beach-day", "beach-sunset-1", "beach-sunset-2"]
+
+
+# -- the thumbnailer and the server under hostile input ----------------------------------------------------------
+def _serve_photos(tmp_path, files: dict[str, bytes], **options) -> tuple[str, object]:
+    """A page whose index knows each file (written under tmp_path/photos) as an uploaded photo."""
+    photos = tmp_path / "photos"
+    photos.mkdir(exist_ok=True)
+    index = SearchIndex(tmp_path / "index.sqlite")
+    for i, (name, data) in enumerate(files.items()):
+        (photos / name).write_bytes(data)
+        upload = orjson.dumps(
+            {"photo_id": name, "url": (photos / name).as_uri(), "uploaded_at": "2026-01-01T00:00:00Z"}
+        )
+        index.apply([Record(TOPICS.uploads, 0, i, upload)], TOPICS)
+    index.close()
+    port = Ports.free().web
+    server = serve(tmp_path / "index.sqlite", LiveCounters(), "127.0.0.1", port, [str(photos)], **options)
+    return f"http://127.0.0.1:{port}/", server
+
+
+def _thumb(base: str, photo_id: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"{base}thumbs/{photo_id}.jpg", timeout=20) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _image(fmt: str, size: tuple[int, int] = (64, 48), **save) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(out, fmt, **save)
+    return out.getvalue()
+
+
+def test_thumbnails_go_through_the_workers_decode_path(tmp_path):
+    from PIL import Image
+
+    frames = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(5)]  # distinct: Pillow keeps all 5
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    files = {
+        "ok.jpg": _image("JPEG", (400, 200)),
+        "bitmap.bmp": _image("BMP"),  # Pillow reads BMP; the worker's allow-list does not
+        "huge.png": _image("PNG", (400, 300)),  # over the pixel cap below
+        "animated.gif": gif.getvalue(),  # over the frame cap below
+    }
+    base, server = _serve_photos(tmp_path, files, settings=Settings(max_image_pixels=100_000, max_frames=3))
+    try:
+        status, body = _thumb(base, "ok.jpg")
+        assert status == 200 and Image.open(io.BytesIO(body)).size == (240, 120)  # aspect kept
+        for photo_id, code in (("bitmap.bmp", "unsupported_format"), ("huge.png", "too_many_pixels"),
+                               ("animated.gif", "too_many_frames")):  # fmt: skip
+            status, body = _thumb(base, photo_id)
+            assert (status, orjson.loads(body)["error"].split(":")[0]) == (404, code), body
+    finally:
+        server.shutdown()
+
+
+def test_a_client_that_sends_nothing_is_disconnected(tmp_path):
+    assert 0 < web.REQUEST_TIMEOUT_S <= 30  # the default: a silent client cannot hold a thread for long
+    base, server = _serve_photos(tmp_path, {}, request_timeout_s=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1].strip("/")))) as idle:
+            idle.settimeout(10)
+            assert idle.recv(1) == b""  # closed by the server, not still waiting for a request line
+    finally:
+        server.shutdown()
+
+
+def test_idle_connections_cannot_take_more_than_the_request_threads(tmp_path):
+    before = threading.active_count()
+    base, server = _serve_photos(tmp_path, {"ok.jpg": _image("JPEG")}, max_threads=3)
+    port = int(base.rsplit(":", 1)[1].strip("/"))
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(12)]
+    try:
+        time.sleep(1.0)  # let the server accept what it will
+        assert threading.active_count() - before <= 1 + 3  # the accept loop and at most 3 request threads
+    finally:
+        for conn in idle:
+            conn.close()
+    status, _ = _thumb(base, "ok.jpg")  # the threads come back once those clients go
+    server.shutdown()
+    assert status == 200

@@ -102,7 +102,7 @@ def test_worker_tag_events_match_the_schema():
 @pytest.mark.parametrize("raw", [b'{"photo_id": "a", "url": "file:///a.jpg"}', b"\xff\xfe not utf-8", None])
 def test_worker_dead_letters_match_the_schema(raw):
     error = PermanentError(ErrorCode.INVALID_EVENT, "bad")
-    assert_valid("photo-uploads-dlq", dead_letter(raw, None, error, "photo-uploads", 2, 17))
+    assert_valid("photo-uploads-dlq", dead_letter(raw, None, error, "photo-uploads", 2, 17, 1764583200.0))
 
 
 def test_every_dead_letter_code_is_named_in_the_schema():
@@ -145,6 +145,8 @@ UPLOAD_CASES = [
 TAG_CASES = [
     TAGS,
     {**TAGS, "tags": []},
+    {**TAGS, "url": "https://x.org/p.jpg"},
+    {**TAGS, "url": 7},
     {**TAGS, "model_version": "v2"},
     {**TAGS, "model_version": 2},
     {**TAGS, "model_version": "02"},
@@ -168,7 +170,7 @@ def test_the_upload_parser_accepts_exactly_what_the_schema_accepts(case):
     # One difference is allowed by design: the worker requires an http(s) or file URL only when fetching,
     # so the pattern is checked by the schema alone.
     try:
-        parse_upload(orjson.dumps(case))
+        parse_upload(orjson.dumps(case), 1764583200.0)  # a consumed record always has a timestamp
         parsed = True
     except PermanentError:
         parsed = False

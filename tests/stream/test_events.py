@@ -1,4 +1,5 @@
 import base64
+import time
 
 import orjson
 import pytest
@@ -33,9 +34,37 @@ def test_valid_upload_parses_every_field():
     )
 
 
-def test_optional_fields_default_and_uploaded_at_is_filled():
-    upload = parse_upload(b'{"photo_id": "p2", "url": "https://x.org/a.jpg"}')
-    assert upload.owner is None and upload.user_tags == [] and upload.uploaded_at.endswith("Z")
+#: a Kafka record's timestamp (CreateTime), in seconds as Faust gives it: 2025-12-01T10:00:00.123Z
+RECORD_TS = 1764583200.123
+
+
+def test_optional_fields_default_and_a_missing_uploaded_at_is_the_records_timestamp():
+    upload = parse_upload(b'{"photo_id": "p2", "url": "https://x.org/a.jpg"}', RECORD_TS)
+    assert upload.owner is None and upload.user_tags == []
+    assert upload.uploaded_at == "2025-12-01T10:00:00.123Z"
+
+
+def test_a_redelivered_upload_without_uploaded_at_gives_an_identical_tag_event():
+    raw = b'{"photo_id": "p2", "url": "https://x.org/a.jpg"}'
+    first = tag_event(parse_upload(raw, RECORD_TS), [("sea", 0.9)], "tagger", "1", "2026-01-01T00:00:01Z")
+    time.sleep(0.01)  # the clock moves on; a redelivery must not notice
+    again = tag_event(parse_upload(raw, RECORD_TS), [("sea", 0.9)], "tagger", "1", "2026-01-01T00:00:01Z")
+    assert first == again
+
+
+def test_a_missing_uploaded_at_without_a_record_timestamp_is_invalid_not_now():
+    for timestamp in (None, -0.001):  # no timestamp; a pre-0.10 record's -1 ms
+        with pytest.raises(PermanentError, match="'uploaded_at' is missing") as err:
+            parse_upload(b'{"photo_id": "p2", "url": "https://x.org/a.jpg"}', timestamp)
+        assert err.value.code == ErrorCode.INVALID_EVENT
+
+
+def test_a_redelivered_dead_letter_is_identical_and_dated_by_its_record():
+    error = PermanentError(ErrorCode.FETCH_FAILED, "404")
+    first = dead_letter(b'{"photo_id": "p"}', "p", error, "photo-uploads", 0, 7, RECORD_TS)
+    time.sleep(0.01)
+    assert dead_letter(b'{"photo_id": "p"}', "p", error, "photo-uploads", 0, 7, RECORD_TS) == first
+    assert orjson.loads(first)["at"] == "2025-12-01T10:00:00.123Z"
 
 
 @pytest.mark.parametrize(
@@ -69,14 +98,14 @@ def test_malformed_events_are_permanent_errors_naming_the_problem(raw, code, fra
 
 def test_dead_letter_keeps_text_and_binary_originals():
     error = PermanentError(ErrorCode.INVALID_EVENT, "not JSON")
-    text = orjson.loads(dead_letter(b"{oops", "k", error, "photo-uploads", 3, 42))
+    text = orjson.loads(dead_letter(b"{oops", "k", error, "photo-uploads", 3, 42, RECORD_TS))
     assert text["original"] == "{oops" and text["source"] == {
         "topic": "photo-uploads",
         "partition": 3,
         "offset": 42,
     }
     assert text["error"] == "invalid_event" and text["photo_id"] == "k"
-    binary = orjson.loads(dead_letter(b"\xff\xfe", None, error, "photo-uploads", 0, 1))
+    binary = orjson.loads(dead_letter(b"\xff\xfe", None, error, "photo-uploads", 0, 1, RECORD_TS))
     assert binary["original_encoding"] == "base64" and base64.b64decode(binary["original"]) == b"\xff\xfe"
 
 
@@ -96,6 +125,7 @@ def test_tag_event_follows_the_contract():
         "tags": [{"tag": "sea", "score": 0.9123}, {"tag": "sky", "score": 0.5}],
         "model": "tagger",
         "model_version": "3",
+        "url": "file:///a",  # so that an index keeps the URL of the event whose tags it keeps
         "uploaded_at": "2026-01-01T00:00:00Z",
         "tagged_at": "2026-01-01T00:00:01Z",
     }
