@@ -35,6 +35,7 @@ ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
 MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SAFE = "!#$%&'()*+,/:;=?@[]~"  # kept as they are in a request path: reserved characters and escapes
 
 
 class SourceUnavailable(Exception):
@@ -48,7 +49,7 @@ def fetch(
 
     ``allow_loopback`` (a development setting) lets ``http`` reach 127.0.0.0/8 and ::1, nothing else private.
     """
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise PermanentError(ErrorCode.FORBIDDEN_URL, f"file URL with a host {parts.netloc[:100]!r}")
@@ -58,10 +59,21 @@ def fetch(
     raise PermanentError(ErrorCode.FORBIDDEN_URL, f"scheme {parts.scheme!r} not allowed in {url[:200]!r}")
 
 
+def _split(url: str) -> urllib.parse.SplitResult:
+    """``urlsplit``, with a malformed URL (``http://[x``) a dead letter rather than a ValueError."""
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise PermanentError(ErrorCode.FORBIDDEN_URL, f"malformed URL {url[:200]!r}: {exc}") from None
+
+
 def _read_file(path: str, allowed_roots: Sequence[str], max_bytes: int) -> bytes:
     if "\x00" in path:
         raise PermanentError(ErrorCode.FORBIDDEN_URL, "NUL byte in file path")
-    real = os.path.realpath(path)  # resolves '..' and symlinks before the root check
+    try:
+        real = os.path.realpath(path)  # resolves '..' and symlinks before the root check
+    except (OSError, ValueError) as exc:  # a path the file system cannot even name (encoding, length)
+        raise PermanentError(ErrorCode.FORBIDDEN_URL, f"unusable file path {path[:200]!r}: {exc}") from None
     if not any(real == root or real.startswith(root + os.sep) for root in allowed_roots):
         raise PermanentError(ErrorCode.FORBIDDEN_URL, f"{path[:200]!r} is outside the allowed file roots")
     try:
@@ -69,13 +81,17 @@ def _read_file(path: str, allowed_roots: Sequence[str], max_bytes: int) -> bytes
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise PermanentError(ErrorCode.NOT_FOUND, f"no such file {path[:200]!r}") from None
-    except OSError as exc:
-        raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot open {path[:200]!r}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # directories, FIFOs, devices (/dev/zero) are not photos
+    except (OSError, ValueError) as exc:
+        raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot open {path[:200]!r}: {exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # directories, FIFOs, devices (/dev/zero) are not photos
+            raise PermanentError(ErrorCode.FETCH_FAILED, f"{path[:200]!r} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:  # EIO and the like: the file is there but unreadable
+        raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot read {path[:200]!r}: {exc}") from None
+    finally:
         os.close(fd)
-        raise PermanentError(ErrorCode.FETCH_FAILED, f"{path[:200]!r} is not a regular file")
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise PermanentError(ErrorCode.TOO_LARGE, f"{path[:200]!r} is over {max_bytes} bytes")
     return data
@@ -108,6 +124,8 @@ def _vetted_address(host: str, port: int, allow_loopback: bool, deadline: float)
         if exc.errno == socket.EAI_AGAIN:
             raise SourceUnavailable(f"cannot resolve {host!r} now: {exc}") from None
         raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot resolve {host!r}: {exc}") from None
+    except ValueError as exc:  # IDNA refuses the name (empty or over-long label), or a NUL in it
+        raise PermanentError(ErrorCode.FORBIDDEN_URL, f"{host[:200]!r} is not a host name: {exc}") from None
     addrs = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for addr in addrs:
         if refused_address(addr, allow_loopback):
@@ -149,7 +167,7 @@ def _remaining(deadline: float, url: str) -> float:
 
 def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) -> bytes:
     for _ in range(MAX_REDIRECTS + 1):
-        parts = urllib.parse.urlsplit(url)
+        parts = _split(url)
         if parts.scheme not in ("http", "https"):
             raise PermanentError(ErrorCode.FORBIDDEN_URL, f"redirect to scheme {parts.scheme!r}")
         try:
@@ -159,9 +177,15 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
         host = parts.hostname or ""
         address = _vetted_address(host, port, allow_loopback, deadline)
         kind = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
-        conn = kind(host, address, port, timeout=_remaining(deadline, url))
         try:
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn = kind(host, address, port, timeout=_remaining(deadline, url))
+        except http.client.InvalidURL as exc:  # a host http.client will not put in a request (spaces, ...)
+            raise PermanentError(
+                ErrorCode.FORBIDDEN_URL, f"{host[:200]!r} is not a host name: {exc}"
+            ) from None
+        try:
+            # non-ASCII, spaces and control characters percent-encoded (UTF-8), as a browser sends them
+            path = urllib.parse.quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), _SAFE)
             conn.request("GET", path, headers={"Accept": "image/*", "Accept-Encoding": "identity",
                                                 "User-Agent": "darkroom-tagger"})  # fmt: skip
             resp = conn.getresponse()
@@ -169,7 +193,13 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
                 location = resp.getheader("Location")
                 if not location:
                     raise PermanentError(ErrorCode.FETCH_FAILED, f"HTTP {resp.status} without Location")
-                url = urllib.parse.urljoin(url, location)
+                try:
+                    url = urllib.parse.urljoin(url, location)
+                except ValueError:
+                    raise PermanentError(
+                        ErrorCode.FETCH_FAILED,
+                        f"HTTP {resp.status} to a malformed Location {location[:200]!r}",
+                    ) from None
                 continue
             if resp.status in (404, 410):
                 raise PermanentError(ErrorCode.NOT_FOUND, f"HTTP {resp.status} for {url[:200]!r}")
@@ -177,10 +207,10 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
                 raise SourceUnavailable(f"HTTP {resp.status} for {url[:200]!r}")
             if resp.status != 200:
                 raise PermanentError(ErrorCode.FETCH_FAILED, f"HTTP {resp.status} for {url[:200]!r}")
-            length = resp.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
+            # http.client's parse of Content-Length (None when absent, chunked or not a number such as "²")
+            if resp.length is not None and resp.length > max_bytes:
                 raise PermanentError(
-                    ErrorCode.TOO_LARGE, f"{url[:200]!r} declares {length} bytes, limit {max_bytes}"
+                    ErrorCode.TOO_LARGE, f"{url[:200]!r} declares {resp.length} bytes, limit {max_bytes}"
                 )
             return _read_capped(resp, conn, url, max_bytes, deadline)
         except (TimeoutError, ConnectionError, http.client.RemoteDisconnected) as exc:
