@@ -135,27 +135,62 @@ def _vetted_address(host: str, port: int, allow_loopback: bool, deadline: float)
     return str(addrs[0])
 
 
+class _Deadline:
+    """Every receive waits at most until ``deadline``: a per-read timeout alone lets a server that sends a
+    byte a second hold a fetch forever (status line, headers and chunk-size lines are read line by line)."""
+
+    deadline = 0.0
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0, flags: int = 0) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the fetch deadline passed")
+        self.settimeout(left)  # type: ignore[attr-defined]  # mixed into socket classes only
+        return super().recv_into(buffer, nbytes, flags)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_Deadline, socket.socket):
+    """A plain TCP socket under one fetch deadline."""
+
+
+class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
+    """A TLS socket under one fetch deadline (reads after the handshake; the handshake has the connect
+    timeout, itself bounded by the deadline)."""
+
+
+def _connect(address: str, port: int, deadline: float) -> _DeadlineSocket:
+    raw = socket.create_connection((address, port), max(0.001, deadline - time.monotonic()))
+    sock = _DeadlineSocket(raw.family, raw.type, raw.proto, raw.detach())
+    sock.deadline = deadline
+    return sock
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """HTTP to a vetted address; the Host header still names the host."""
 
-    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, address: str, port: int, deadline: float) -> None:
+        super().__init__(host, port)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _connect(self._address, self.port, self._deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a vetted address; SNI and the certificate check use the host name."""
 
-    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(self, host: str, address: str, port: int, deadline: float) -> None:
+        context = ssl.create_default_context()
+        context.sslsocket_class = _DeadlineSSLSocket
+        super().__init__(host, port, context=context)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _connect(self._address, self.port, self._deadline)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock.deadline = self._deadline
 
 
 def _remaining(deadline: float, url: str) -> float:
@@ -178,7 +213,7 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
         address = _vetted_address(host, port, allow_loopback, deadline)
         kind = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
         try:
-            conn = kind(host, address, port, timeout=_remaining(deadline, url))
+            conn = kind(host, address, port, deadline)
         except http.client.InvalidURL as exc:  # a host http.client will not put in a request (spaces, ...)
             raise PermanentError(
                 ErrorCode.FORBIDDEN_URL, f"{host[:200]!r} is not a host name: {exc}"
@@ -212,7 +247,7 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
                 raise PermanentError(
                     ErrorCode.TOO_LARGE, f"{url[:200]!r} declares {resp.length} bytes, limit {max_bytes}"
                 )
-            return _read_capped(resp, conn, url, max_bytes, deadline)
+            return _read_capped(resp, url, max_bytes, deadline)
         except (TimeoutError, ConnectionError, http.client.RemoteDisconnected) as exc:
             raise SourceUnavailable(f"cannot fetch {url[:200]!r}: {type(exc).__name__}: {exc}") from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
@@ -226,17 +261,15 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
 
 def _read_capped(
     resp: http.client.HTTPResponse,
-    conn: http.client.HTTPConnection,
     url: str,
     max_bytes: int,
     deadline: float,
 ) -> bytes:
-    """Read the body in chunks: stop past ``max_bytes`` and at the deadline, however slowly it trickles."""
+    """Read the body in chunks: stop past ``max_bytes`` and at the deadline (the socket's), however slowly
+    it trickles."""
     chunks: list[bytes] = []
     total = 0
     while True:
-        if conn.sock is not None:
-            conn.sock.settimeout(_remaining(deadline, url))
         chunk = resp.read1(_CHUNK)
         if not chunk:
             return b"".join(chunks)
