@@ -93,7 +93,9 @@ class Tagger:
         self.topics = topics
         self.client = TaggerClient(settings.triton_grpc, settings.model_name, settings.triton_timeout_s)
         self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
-        self.decoder = DecodePool(settings.decode_threads, settings.decode_timeout_s)
+        self.decoder = DecodePool(
+            settings.decode_threads, settings.decode_timeout_s, settings.max_abandoned_decodes
+        )
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -380,7 +382,10 @@ def attach_agents(app: faust.App, topics: Topics, settings: Settings) -> None:
 
     @app.page("/health/live")
     async def live(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        """Alive while the event loop answers; depends on neither Kafka nor Triton (no restart for theirs)."""
+        """Alive while the event loop answers and too few decode threads are stuck to need a restart;
+        depends on neither Kafka nor Triton (no restart for theirs)."""
+        if tagger.decoder.exhausted:
+            return web.json({"status": "decode threads stuck", "stuck": tagger.decoder.stuck}, status=503)
         return web.json({"status": "ok"})
 
     @app.page("/metrics")

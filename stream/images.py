@@ -287,13 +287,14 @@ def decode(data: bytes, size: tuple[int, int], max_pixels: int, max_frames: int 
     their first frame. JPEG is decoded in draft mode (DCT scaling) straight to at least twice the target
     size, which is several times faster than a full decode and loses nothing the model can see.
     """
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check, for whatever it decodes past ours
     try:
         img = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
         if img.width * img.height > max_pixels:
             raise PermanentError(
                 ErrorCode.TOO_MANY_PIXELS, f"{img.width}x{img.height} is over {max_pixels} pixels"
             )
-        _check_frames(img, max_frames)
+        _check_frames(img, data, max_frames)
         if img.format == "JPEG":
             img.draft("RGB", (size[0] * 2, size[1] * 2))
         ImageOps.exif_transpose(img, in_place=True)  # transposed, tag removed: applied exactly once
@@ -312,21 +313,70 @@ def decode(data: bytes, size: tuple[int, int], max_pixels: int, max_frames: int 
         raise PermanentError(ErrorCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
 
 
-def _check_frames(img: Image.Image, max_frames: int) -> None:
-    """Refuse more than ``max_frames`` frames. GIF is walked only up to the cap (its count is not stored)."""
-    if not getattr(img, "is_animated", False):
-        return
+def _check_frames(img: Image.Image, data: bytes, max_frames: int) -> None:
+    """Refuse more than ``max_frames`` frames, or a later frame outside the first one's canvas, without
+    decoding any frame: GIF and APNG from their block structure, WebP from its container (libwebp's demuxer
+    already refuses frames outside the canvas)."""
     if img.format == "GIF":
-        try:
-            img.seek(max_frames)
-        except EOFError:
-            img.seek(0)
-            return
-        raise PermanentError(ErrorCode.TOO_MANY_FRAMES, f"animation has more than {max_frames} frames")
+        _check_gif_frames(data, img.size, max_frames)
+        return
+    if img.format == "PNG" and getattr(img, "is_animated", False):  # is_animated: from acTL, nothing decoded
+        _check_apng_frames(data, img.size, max_frames)
     frames = int(getattr(img, "n_frames", 1))
     if frames > max_frames:
         raise PermanentError(ErrorCode.TOO_MANY_FRAMES, f"animation has {frames} frames, limit {max_frames}")
-    img.seek(0)
+
+
+def _check_frame(
+    index: int, box: tuple[int, int, int, int], canvas: tuple[int, int], max_frames: int
+) -> None:
+    """One frame ``box`` = (x, y, width, height): within the frame cap and inside ``canvas``."""
+    if index > max_frames:
+        raise PermanentError(ErrorCode.TOO_MANY_FRAMES, f"animation has more than {max_frames} frames")
+    x, y, width, height = box
+    if x + width > canvas[0] or y + height > canvas[1]:
+        raise PermanentError(
+            ErrorCode.DECODE_FAILED,
+            f"frame {index} ({width}x{height} at {x},{y}) lies outside the {canvas[0]}x{canvas[1]} canvas",
+        )
+
+
+def _check_gif_frames(data: bytes, canvas: tuple[int, int], max_frames: int) -> None:
+    """Walk the GIF's blocks (extensions and image descriptors, their data sub-blocks skipped by length).
+
+    ``canvas`` is Pillow's size after opening frame 0, which already includes a first frame larger than
+    the logical screen; a truncated or corrupt structure stops the walk and is left to the decoder."""
+    end = len(data)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if end > 10 and data[10] & 0x80 else 0)
+    frames = 0
+    while pos < end:
+        block = data[pos]
+        if block == 0x21:  # extension: introducer, label, then data sub-blocks
+            pos += 2
+        elif block == 0x2C and pos + 10 <= end:  # image descriptor, local color table, LZW code size
+            frames += 1
+            _check_frame(frames, struct.unpack_from("<HHHH", data, pos + 1), canvas, max_frames)
+            local = data[pos + 9]
+            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+        else:  # trailer (0x3B) or not a block
+            return
+        while pos < end and data[pos]:  # data sub-blocks: a length byte, then that many bytes; 0 ends them
+            pos += data[pos] + 1
+        pos += 1
+
+
+def _check_apng_frames(data: bytes, canvas: tuple[int, int], max_frames: int) -> None:
+    """Walk the PNG's chunks: every frame control chunk (fcTL) counts as a frame and must fit the canvas."""
+    pos, frames = 8, 0
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"fcTL" and pos + 28 <= len(data):
+            frames += 1
+            width, height, x, y = struct.unpack_from(">IIII", data, pos + 12)
+            _check_frame(frames, (x, y, width, height), canvas, max_frames)
+        elif kind == b"IEND":
+            return
+        pos += 12 + length
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
