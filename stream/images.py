@@ -44,7 +44,7 @@ class SourceUnavailable(Exception):
 
 def fetch(
     url: str, allowed_roots: Sequence[str], max_bytes: int, timeout_s: float, allow_loopback: bool = False
-) -> bytes:
+) -> bytes | bytearray:
     """Return the bytes behind ``url``: ``file://`` under ``allowed_roots`` or public ``http(s)://``.
 
     ``allow_loopback`` (a development setting) lets ``http`` reach 127.0.0.0/8 and ::1, nothing else private.
@@ -193,14 +193,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock.deadline = self._deadline
 
 
-def _remaining(deadline: float, url: str) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise SourceUnavailable(f"fetching {url[:200]!r} took longer than its deadline")
-    return left
-
-
-def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) -> bytes:
+def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) -> bytes | bytearray:
     for _ in range(MAX_REDIRECTS + 1):
         parts = _split(url)
         if parts.scheme not in ("http", "https"):
@@ -247,7 +240,7 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
                 raise PermanentError(
                     ErrorCode.TOO_LARGE, f"{url[:200]!r} declares {resp.length} bytes, limit {max_bytes}"
                 )
-            return _read_capped(resp, url, max_bytes, deadline)
+            return _read_capped(resp, url, max_bytes)
         except (TimeoutError, ConnectionError, http.client.RemoteDisconnected) as exc:
             raise SourceUnavailable(f"cannot fetch {url[:200]!r}: {type(exc).__name__}: {exc}") from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
@@ -259,33 +252,34 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
     raise PermanentError(ErrorCode.FETCH_FAILED, f"more than {MAX_REDIRECTS} redirects")
 
 
-def _read_capped(
-    resp: http.client.HTTPResponse,
-    url: str,
-    max_bytes: int,
-    deadline: float,
-) -> bytes:
-    """Read the body in chunks: stop past ``max_bytes`` and at the deadline (the socket's), however slowly
-    it trickles."""
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        chunk = resp.read1(_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > max_bytes:
+def _read_capped(resp: http.client.HTTPResponse, url: str, max_bytes: int) -> bytes | bytearray:
+    """The body, refused past ``max_bytes``; the socket's deadline ends it however slowly it trickles.
+
+    A declared length (checked against the cap already) is read into one buffer of that size; a body of
+    unknown length grows one bytearray. Either way the bytes are held once, never as chunks plus a copy.
+    """
+    if resp.length is not None:
+        return resp.read()
+    body = bytearray()
+    while chunk := resp.read1(_CHUNK):
+        if len(body) + len(chunk) > max_bytes:
             raise PermanentError(ErrorCode.TOO_LARGE, f"{url[:200]!r} is over {max_bytes} bytes")
-        chunks.append(chunk)
-        _remaining(deadline, url)
+        body += chunk
+    return body
 
 
-def decode(data: bytes, size: tuple[int, int], max_pixels: int, max_frames: int = 100) -> np.ndarray:
+def decode(
+    data: bytes | bytearray, size: tuple[int, int], max_pixels: int, max_frames: int = 100
+) -> np.ndarray:
     """Decode image bytes to an RGB uint8 array of ``size`` = (width, height), as the model expects.
 
     The pixel and frame caps are checked from the header before any pixel is decoded; animations give
     their first frame. JPEG is decoded in draft mode (DCT scaling) straight to at least twice the target
     size, which is several times faster than a full decode and loses nothing the model can see.
+
+    Memory: the decoded frame plus at most one full-size copy (a transposed frame, or the RGB one alpha is
+    composited into), which ``DECODE_BYTES_PER_PIXEL`` in stream/settings.py budgets; gray and 16-bit
+    frames are resized before they are converted.
     """
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check, for whatever it decodes past ours
     try:
@@ -298,9 +292,11 @@ def decode(data: bytes, size: tuple[int, int], max_pixels: int, max_frames: int 
         if img.format == "JPEG":
             img.draft("RGB", (size[0] * 2, size[1] * 2))
         ImageOps.exif_transpose(img, in_place=True)  # transposed, tag removed: applied exactly once
-        img = to_rgb(img)
-        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(img, dtype=np.uint8)
+        img = _opaque(img)
+        # Pillow's reduce(), which reducing_gap uses, has no 16-bit gray: those are resized in one step
+        gap = None if img.mode.startswith("I;16") else 2.0
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=gap)
+        return np.asarray(to_rgb(img), dtype=np.uint8)
     except PermanentError:
         raise
     except Image.UnidentifiedImageError:
@@ -379,18 +375,29 @@ def _check_apng_frames(data: bytes, canvas: tuple[int, int], max_frames: int) ->
         pos += 12 + length
 
 
+_INTEGER_GRAY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+#: modes with transparency → the mode whose alpha band is pasted through (a palette's, once expanded)
+_ALPHA = {"RGBA": "RGBA", "LA": "LA", "P": "RGBA", "PA": "RGBA", "RGBa": "RGBA", "La": "LA"}
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any mode to RGB one way everywhere: alpha (also a palette's transparency) is composited on
     white, 16- and 32-bit integer gray is scaled from the 16-bit range, CMYK/L/1/YCbCr use Pillow's matrix."""
-    if img.mode == "RGB":
+    img = _opaque(img)
+    if img.mode in _INTEGER_GRAY:  # x * 255 / 65535 == x // 257: integers, no float copy of the frame
+        img = Image.fromarray((np.clip(np.asarray(img), 0, 65535) // 257).astype(np.uint8))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _opaque(img: Image.Image) -> Image.Image:
+    """``img`` as RGB, L or integer gray, with at most one full-size copy made: alpha is composited on white
+    by pasting through it (no full-size background layer), a palette is expanded only to what it needs."""
+    if img.mode in ("RGB", "L") or img.mode in _INTEGER_GRAY:
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        return Image.fromarray((arr * (255.0 / 65535.0)).clip(0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    if img.mode not in _ALPHA or (img.mode == "P" and not img.has_transparency_data):
+        return img.convert("L" if img.mode == "1" else "RGB")  # CMYK, YCbCr, 1, opaque palettes
+    if img.mode != _ALPHA[img.mode]:
+        img = img.convert(_ALPHA[img.mode])
+    opaque = Image.new(img.mode[:-1], img.size, (255,) * (len(img.mode) - 1))
+    opaque.paste(img, mask=img)  # color * alpha + white * (1 - alpha), as compositing over white
+    return opaque

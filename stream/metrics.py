@@ -18,6 +18,9 @@ IN_FLIGHT = Gauge("darkroom_in_flight_events", "Upload events taken from Kafka a
 DECODES_ABANDONED = Gauge(
     "darkroom_decode_threads_abandoned", "Decode threads given up on past their deadline and still running"
 )
+PHOTO_BYTES_HELD = Gauge(
+    "darkroom_photo_bytes_held", "Bytes of the fetch budget held by photos being fetched or waiting to decode"
+)
 LOAD_SECONDS = Histogram("darkroom_load_seconds", "Fetch + decode time per upload")
 END_TO_END = Histogram(
     "darkroom_end_to_end_seconds",
