@@ -162,6 +162,7 @@ def _connect(address: str, port: int, deadline: float) -> _DeadlineSocket:
     raw = socket.create_connection((address, port), max(0.001, deadline - time.monotonic()))
     sock = _DeadlineSocket(raw.family, raw.type, raw.proto, raw.detach())
     sock.deadline = deadline
+    sock.settimeout(max(0.001, deadline - time.monotonic()))  # sends and the TLS handshake: the time left
     return sock
 
 

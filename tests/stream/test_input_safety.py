@@ -122,6 +122,18 @@ def test_one_deadline_covers_the_status_line_headers_and_chunk_sizes(script):
     assert elapsed < 1.0 + 2.0, elapsed  # the deadline, plus a wide margin for a loaded 2-core machine
 
 
+def test_a_tls_handshake_that_never_completes_ends_at_the_deadline():
+    server = ScriptedHTTP()  # reads the ClientHello as if it were a request head, and never answers
+    try:
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable):
+            fetch(f"https://127.0.0.1:{server.port}/a.jpg", [], 10**6, 1.0, allow_loopback=True)
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert elapsed < 1.0 + 2.0, elapsed
+
+
 def test_fifo_and_directory_under_a_root_are_not_read(tmp_path):
     import os
 
