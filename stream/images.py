@@ -310,7 +310,7 @@ def decode(
         raise PermanentError(ErrorCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
 
 
-def _check_frames(img: Image.Image, data: bytes, max_frames: int) -> None:
+def _check_frames(img: Image.Image, data: bytes | bytearray, max_frames: int) -> None:
     """Refuse more than ``max_frames`` frames, or a later frame outside the first one's canvas, without
     decoding any frame: GIF and APNG from their block structure, WebP from its container (libwebp's demuxer
     already refuses frames outside the canvas)."""
@@ -338,7 +338,7 @@ def _check_frame(
         )
 
 
-def _check_gif_frames(data: bytes, canvas: tuple[int, int], max_frames: int) -> None:
+def _check_gif_frames(data: bytes | bytearray, canvas: tuple[int, int], max_frames: int) -> None:
     """Walk the GIF's blocks (extensions and image descriptors, their data sub-blocks skipped by length).
 
     ``canvas`` is Pillow's size after opening frame 0, which already includes a first frame larger than
@@ -362,7 +362,7 @@ def _check_gif_frames(data: bytes, canvas: tuple[int, int], max_frames: int) -> 
         pos += 1
 
 
-def _check_apng_frames(data: bytes, canvas: tuple[int, int], max_frames: int) -> None:
+def _check_apng_frames(data: bytes | bytearray, canvas: tuple[int, int], max_frames: int) -> None:
     """Walk the PNG's chunks: every frame control chunk (fcTL) counts as a frame and must fit the canvas."""
     pos, frames = 8, 0
     while pos + 8 <= len(data):

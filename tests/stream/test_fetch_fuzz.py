@@ -86,7 +86,7 @@ def every_name_is_the_stub(server, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
 
 
-@settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(url=URL, answer=ANSWER)
 def test_no_url_and_no_answer_makes_fetch_raise_anything_but_a_dead_letter_or_a_retry(
     server, every_name_is_the_stub, tmp_path_factory, url, answer
