@@ -34,6 +34,7 @@ import numpy as np
 
 from stream import metrics
 from stream.app import Topics
+from stream.budget import ByteBudget
 from stream.decodepool import DecodePool
 from stream.events import (
     ErrorCode,
@@ -60,7 +61,7 @@ DEADLINE_CHECK_S = 0.5  # how often a waiting batch looks for photos stuck past 
 EXIT_UNCOMMITTED = 70  # exit status when the worker stops on purpose without committing its batch
 
 
-def decode_photo(data: bytes, settings: Settings, model_input: ModelInput) -> np.ndarray:
+def decode_photo(data: bytes | bytearray, settings: Settings, model_input: ModelInput) -> np.ndarray:
     """Decode into the model's input; PermanentError for anything, a decoder bug on hostile input included."""
     try:
         return decode(
@@ -93,7 +94,10 @@ class Tagger:
         self.topics = topics
         self.client = TaggerClient(settings.triton_grpc, settings.model_name, settings.triton_timeout_s)
         self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
-        self.decoder = DecodePool(settings.decode_threads, settings.decode_timeout_s)
+        self.fetch_budget = ByteBudget(settings.fetch_budget_bytes)  # fetched bytes wait here, not in RAM
+        self.decoder = DecodePool(
+            settings.decode_threads, settings.decode_timeout_s, settings.max_abandoned_decodes
+        )
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -199,14 +203,18 @@ class Tagger:
         return asyncio.ensure_future(self._load_remote(upload, model_input))
 
     async def _load_remote(self, upload: Upload, model_input: ModelInput) -> tuple[Upload, np.ndarray]:
+        """Fetch within the byte budget (waiting for room first), then decode; the bytes are held until
+        the decode is done."""
         started = time.monotonic()
         try:
-            data = await self._fetch(upload)
-            return upload, await self.decoder.submit(decode_photo, data, self.settings, model_input)
+            async with self.fetch_budget.hold(self.settings.max_image_bytes) as held:
+                data = await self._fetch(upload)
+                held.shrink(len(data))
+                return upload, await self.decoder.submit(decode_photo, data, self.settings, model_input)
         finally:
             metrics.LOAD_SECONDS.observe(time.monotonic() - started)
 
-    async def _fetch(self, upload: Upload) -> bytes:
+    async def _fetch(self, upload: Upload) -> bytes | bytearray:
         """Fetch with the source's transient failures retried (capped backoff), then ``fetch_unavailable``."""
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -380,7 +388,10 @@ def attach_agents(app: faust.App, topics: Topics, settings: Settings) -> None:
 
     @app.page("/health/live")
     async def live(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        """Alive while the event loop answers; depends on neither Kafka nor Triton (no restart for theirs)."""
+        """Alive while the event loop answers and too few decode threads are stuck to need a restart;
+        depends on neither Kafka nor Triton (no restart for theirs)."""
+        if tagger.decoder.exhausted:
+            return web.json({"status": "decode threads stuck", "stuck": tagger.decoder.stuck}, status=503)
         return web.json({"status": "ok"})
 
     @app.page("/metrics")

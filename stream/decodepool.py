@@ -7,7 +7,10 @@ not one per photo.
 
 A photo whose decode runs longer than ``timeout_s`` (counted from when a thread picked it up) fails with
 ``decode_timeout``. A thread cannot be stopped, so the pool it is stuck in is abandoned: its queued photos
-move to a fresh pool and the stuck thread is left to finish (or not) on its own.
+move to a fresh pool and the stuck thread is left to finish (or not) on its own. Abandoned threads still
+running are counted (``darkroom_decode_threads_abandoned``); from ``max_abandoned`` of them on the pool is
+``exhausted`` and the worker's liveness check fails, so the pod is restarted (gracefully: SIGTERM, the
+batches in flight finish and commit) before stuck threads eat its CPU and memory.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from stream import metrics
 from stream.events import ErrorCode, PermanentError
 
 
 class _Job:
-    __slots__ = ("future", "fn", "args", "started", "submitted")
+    __slots__ = ("future", "fn", "args", "started", "submitted", "returned", "abandoned")
 
     def __init__(self, future: asyncio.Future, fn: Callable[..., Any], args: tuple) -> None:
         self.future = future
@@ -31,16 +35,20 @@ class _Job:
         self.args = args
         self.started = 0.0  # monotonic time a thread picked it up; 0 while queued
         self.submitted: Future | None = None  # the executor's handle, to cancel it while queued
+        self.returned = False  # its thread is done with it (under the pool's lock)
+        self.abandoned = False  # given up on past the deadline while its thread still ran it
 
 
 class DecodePool:
     """``submit(fn, *args)`` → an asyncio future of ``fn(*args)`` run on one of ``threads`` threads."""
 
-    def __init__(self, threads: int, timeout_s: float, name: str = "decode") -> None:
+    def __init__(self, threads: int, timeout_s: float, max_abandoned: int = 8, name: str = "decode") -> None:
         self.threads = threads
         self.timeout_s = timeout_s
+        self.max_abandoned = max_abandoned
         self.name = name
-        self.abandoned = 0  # threads given up on (stuck past the deadline)
+        self.abandoned = 0  # threads given up on (stuck past the deadline), in all
+        self.stuck = 0  # of those, the ones still running
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
         self._jobs: set[_Job] = set()  # submitted, not yet settled on the loop
         self._finished: list[tuple[_Job, Any, BaseException | None]] = []
@@ -64,6 +72,11 @@ class DecodePool:
         except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the job
             error = exc
         with self._lock:
+            job.returned = True
+            if job.abandoned:  # its photo is a dead letter already; only the count of stuck threads changes
+                self.stuck -= 1
+                metrics.DECODES_ABANDONED.dec()
+                return
             self._finished.append((job, result, error))
             if self._wake_scheduled:
                 return  # the loop is already going to collect this one with the others
@@ -87,7 +100,14 @@ class DecodePool:
     def expire(self) -> int:
         """Fail the photos stuck past the deadline and move the queued ones to a fresh pool; how many."""
         now = time.monotonic()
-        stuck = [j for j in self._jobs if j.started and now - j.started > self.timeout_s]
+        with self._lock:  # a job whose thread returned meanwhile is not stuck: its result is on the way
+            stuck = [
+                j for j in self._jobs if j.started and not j.returned and now - j.started > self.timeout_s
+            ]
+            for job in stuck:
+                job.abandoned = True
+            self.stuck += len(stuck)
+            metrics.DECODES_ABANDONED.inc(len(stuck))
         if not stuck:
             return 0
         for job in stuck:
@@ -103,6 +123,11 @@ class DecodePool:
             if job.submitted is not None and job.submitted.cancelled():
                 job.submitted = self._pool.submit(self._run, job)
         return len(stuck)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether ``max_abandoned`` threads or more are stuck: time to restart the process."""
+        return self.stuck >= self.max_abandoned
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

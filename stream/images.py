@@ -35,6 +35,7 @@ ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
 MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SAFE = "!#$%&'()*+,/:;=?@[]~"  # kept as they are in a request path: reserved characters and escapes
 
 
 class SourceUnavailable(Exception):
@@ -43,12 +44,12 @@ class SourceUnavailable(Exception):
 
 def fetch(
     url: str, allowed_roots: Sequence[str], max_bytes: int, timeout_s: float, allow_loopback: bool = False
-) -> bytes:
+) -> bytes | bytearray:
     """Return the bytes behind ``url``: ``file://`` under ``allowed_roots`` or public ``http(s)://``.
 
     ``allow_loopback`` (a development setting) lets ``http`` reach 127.0.0.0/8 and ::1, nothing else private.
     """
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise PermanentError(ErrorCode.FORBIDDEN_URL, f"file URL with a host {parts.netloc[:100]!r}")
@@ -58,10 +59,21 @@ def fetch(
     raise PermanentError(ErrorCode.FORBIDDEN_URL, f"scheme {parts.scheme!r} not allowed in {url[:200]!r}")
 
 
+def _split(url: str) -> urllib.parse.SplitResult:
+    """``urlsplit``, with a malformed URL (``http://[x``) a dead letter rather than a ValueError."""
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise PermanentError(ErrorCode.FORBIDDEN_URL, f"malformed URL {url[:200]!r}: {exc}") from None
+
+
 def _read_file(path: str, allowed_roots: Sequence[str], max_bytes: int) -> bytes:
     if "\x00" in path:
         raise PermanentError(ErrorCode.FORBIDDEN_URL, "NUL byte in file path")
-    real = os.path.realpath(path)  # resolves '..' and symlinks before the root check
+    try:
+        real = os.path.realpath(path)  # resolves '..' and symlinks before the root check
+    except (OSError, ValueError) as exc:  # a path the file system cannot even name (encoding, length)
+        raise PermanentError(ErrorCode.FORBIDDEN_URL, f"unusable file path {path[:200]!r}: {exc}") from None
     if not any(real == root or real.startswith(root + os.sep) for root in allowed_roots):
         raise PermanentError(ErrorCode.FORBIDDEN_URL, f"{path[:200]!r} is outside the allowed file roots")
     try:
@@ -69,13 +81,17 @@ def _read_file(path: str, allowed_roots: Sequence[str], max_bytes: int) -> bytes
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise PermanentError(ErrorCode.NOT_FOUND, f"no such file {path[:200]!r}") from None
-    except OSError as exc:
-        raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot open {path[:200]!r}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # directories, FIFOs, devices (/dev/zero) are not photos
+    except (OSError, ValueError) as exc:
+        raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot open {path[:200]!r}: {exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # directories, FIFOs, devices (/dev/zero) are not photos
+            raise PermanentError(ErrorCode.FETCH_FAILED, f"{path[:200]!r} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:  # EIO and the like: the file is there but unreadable
+        raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot read {path[:200]!r}: {exc}") from None
+    finally:
         os.close(fd)
-        raise PermanentError(ErrorCode.FETCH_FAILED, f"{path[:200]!r} is not a regular file")
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise PermanentError(ErrorCode.TOO_LARGE, f"{path[:200]!r} is over {max_bytes} bytes")
     return data
@@ -108,6 +124,8 @@ def _vetted_address(host: str, port: int, allow_loopback: bool, deadline: float)
         if exc.errno == socket.EAI_AGAIN:
             raise SourceUnavailable(f"cannot resolve {host!r} now: {exc}") from None
         raise PermanentError(ErrorCode.FETCH_FAILED, f"cannot resolve {host!r}: {exc}") from None
+    except ValueError as exc:  # IDNA refuses the name (empty or over-long label), or a NUL in it
+        raise PermanentError(ErrorCode.FORBIDDEN_URL, f"{host[:200]!r} is not a host name: {exc}") from None
     addrs = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for addr in addrs:
         if refused_address(addr, allow_loopback):
@@ -117,39 +135,68 @@ def _vetted_address(host: str, port: int, allow_loopback: bool, deadline: float)
     return str(addrs[0])
 
 
+class _Deadline:
+    """Every receive waits at most until ``deadline``: a per-read timeout alone lets a server that sends a
+    byte a second hold a fetch forever (status line, headers and chunk-size lines are read line by line)."""
+
+    deadline = 0.0
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0, flags: int = 0) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the fetch deadline passed")
+        self.settimeout(left)  # type: ignore[attr-defined]  # mixed into socket classes only
+        return super().recv_into(buffer, nbytes, flags)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_Deadline, socket.socket):
+    """A plain TCP socket under one fetch deadline."""
+
+
+class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
+    """A TLS socket under one fetch deadline (reads after the handshake; the handshake has the connect
+    timeout, itself bounded by the deadline)."""
+
+
+def _connect(address: str, port: int, deadline: float) -> _DeadlineSocket:
+    raw = socket.create_connection((address, port), max(0.001, deadline - time.monotonic()))
+    sock = _DeadlineSocket(raw.family, raw.type, raw.proto, raw.detach())
+    sock.deadline = deadline
+    sock.settimeout(max(0.001, deadline - time.monotonic()))  # sends and the TLS handshake: the time left
+    return sock
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """HTTP to a vetted address; the Host header still names the host."""
 
-    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, address: str, port: int, deadline: float) -> None:
+        super().__init__(host, port)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _connect(self._address, self.port, self._deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a vetted address; SNI and the certificate check use the host name."""
 
-    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(self, host: str, address: str, port: int, deadline: float) -> None:
+        context = ssl.create_default_context()
+        context.sslsocket_class = _DeadlineSSLSocket
+        super().__init__(host, port, context=context)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _connect(self._address, self.port, self._deadline)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock.deadline = self._deadline
 
 
-def _remaining(deadline: float, url: str) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise SourceUnavailable(f"fetching {url[:200]!r} took longer than its deadline")
-    return left
-
-
-def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) -> bytes:
+def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) -> bytes | bytearray:
     for _ in range(MAX_REDIRECTS + 1):
-        parts = urllib.parse.urlsplit(url)
+        parts = _split(url)
         if parts.scheme not in ("http", "https"):
             raise PermanentError(ErrorCode.FORBIDDEN_URL, f"redirect to scheme {parts.scheme!r}")
         try:
@@ -159,9 +206,15 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
         host = parts.hostname or ""
         address = _vetted_address(host, port, allow_loopback, deadline)
         kind = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
-        conn = kind(host, address, port, timeout=_remaining(deadline, url))
         try:
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn = kind(host, address, port, deadline)
+        except http.client.InvalidURL as exc:  # a host http.client will not put in a request (spaces, ...)
+            raise PermanentError(
+                ErrorCode.FORBIDDEN_URL, f"{host[:200]!r} is not a host name: {exc}"
+            ) from None
+        try:
+            # non-ASCII, spaces and control characters percent-encoded (UTF-8), as a browser sends them
+            path = urllib.parse.quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), _SAFE)
             conn.request("GET", path, headers={"Accept": "image/*", "Accept-Encoding": "identity",
                                                 "User-Agent": "darkroom-tagger"})  # fmt: skip
             resp = conn.getresponse()
@@ -169,7 +222,13 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
                 location = resp.getheader("Location")
                 if not location:
                     raise PermanentError(ErrorCode.FETCH_FAILED, f"HTTP {resp.status} without Location")
-                url = urllib.parse.urljoin(url, location)
+                try:
+                    url = urllib.parse.urljoin(url, location)
+                except ValueError:
+                    raise PermanentError(
+                        ErrorCode.FETCH_FAILED,
+                        f"HTTP {resp.status} to a malformed Location {location[:200]!r}",
+                    ) from None
                 continue
             if resp.status in (404, 410):
                 raise PermanentError(ErrorCode.NOT_FOUND, f"HTTP {resp.status} for {url[:200]!r}")
@@ -177,12 +236,12 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
                 raise SourceUnavailable(f"HTTP {resp.status} for {url[:200]!r}")
             if resp.status != 200:
                 raise PermanentError(ErrorCode.FETCH_FAILED, f"HTTP {resp.status} for {url[:200]!r}")
-            length = resp.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
+            # http.client's parse of Content-Length (None when absent, chunked or not a number such as "²")
+            if resp.length is not None and resp.length > max_bytes:
                 raise PermanentError(
-                    ErrorCode.TOO_LARGE, f"{url[:200]!r} declares {length} bytes, limit {max_bytes}"
+                    ErrorCode.TOO_LARGE, f"{url[:200]!r} declares {resp.length} bytes, limit {max_bytes}"
                 )
-            return _read_capped(resp, conn, url, max_bytes, deadline)
+            return _read_capped(resp, url, max_bytes)
         except (TimeoutError, ConnectionError, http.client.RemoteDisconnected) as exc:
             raise SourceUnavailable(f"cannot fetch {url[:200]!r}: {type(exc).__name__}: {exc}") from None
         except (ssl.SSLError, ssl.CertificateError) as exc:
@@ -194,49 +253,51 @@ def _read_http(url: str, max_bytes: int, deadline: float, allow_loopback: bool) 
     raise PermanentError(ErrorCode.FETCH_FAILED, f"more than {MAX_REDIRECTS} redirects")
 
 
-def _read_capped(
-    resp: http.client.HTTPResponse,
-    conn: http.client.HTTPConnection,
-    url: str,
-    max_bytes: int,
-    deadline: float,
-) -> bytes:
-    """Read the body in chunks: stop past ``max_bytes`` and at the deadline, however slowly it trickles."""
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        if conn.sock is not None:
-            conn.sock.settimeout(_remaining(deadline, url))
-        chunk = resp.read1(_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > max_bytes:
+def _read_capped(resp: http.client.HTTPResponse, url: str, max_bytes: int) -> bytes | bytearray:
+    """The body, refused past ``max_bytes``; the socket's deadline ends it however slowly it trickles.
+
+    A declared length (checked against the cap already) is read into one buffer of that size; a body of
+    unknown length grows one bytearray. Either way the bytes are held once, never as chunks plus a copy.
+    """
+    if resp.length is not None:
+        return resp.read()
+    body = bytearray()
+    while chunk := resp.read1(_CHUNK):
+        if len(body) + len(chunk) > max_bytes:
             raise PermanentError(ErrorCode.TOO_LARGE, f"{url[:200]!r} is over {max_bytes} bytes")
-        chunks.append(chunk)
-        _remaining(deadline, url)
+        body += chunk
+    return body
 
 
-def decode(data: bytes, size: tuple[int, int], max_pixels: int, max_frames: int = 100) -> np.ndarray:
+def decode(
+    data: bytes | bytearray, size: tuple[int, int], max_pixels: int, max_frames: int = 100
+) -> np.ndarray:
     """Decode image bytes to an RGB uint8 array of ``size`` = (width, height), as the model expects.
 
     The pixel and frame caps are checked from the header before any pixel is decoded; animations give
     their first frame. JPEG is decoded in draft mode (DCT scaling) straight to at least twice the target
     size, which is several times faster than a full decode and loses nothing the model can see.
+
+    Memory: the decoded frame plus at most one full-size copy (a transposed frame, or the RGB one alpha is
+    composited into), which ``DECODE_BYTES_PER_PIXEL`` in stream/settings.py budgets; gray and 16-bit
+    frames are resized before they are converted.
     """
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check, for whatever it decodes past ours
     try:
         img = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
         if img.width * img.height > max_pixels:
             raise PermanentError(
                 ErrorCode.TOO_MANY_PIXELS, f"{img.width}x{img.height} is over {max_pixels} pixels"
             )
-        _check_frames(img, max_frames)
+        _check_frames(img, data, max_frames)
         if img.format == "JPEG":
             img.draft("RGB", (size[0] * 2, size[1] * 2))
         ImageOps.exif_transpose(img, in_place=True)  # transposed, tag removed: applied exactly once
-        img = to_rgb(img)
-        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(img, dtype=np.uint8)
+        img = _opaque(img)
+        # Pillow's reduce(), which reducing_gap uses, has no 16-bit gray: those are resized in one step
+        gap = None if img.mode.startswith("I;16") else 2.0
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=gap)
+        return np.asarray(to_rgb(img), dtype=np.uint8)
     except PermanentError:
         raise
     except Image.UnidentifiedImageError:
@@ -249,35 +310,95 @@ def decode(data: bytes, size: tuple[int, int], max_pixels: int, max_frames: int 
         raise PermanentError(ErrorCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
 
 
-def _check_frames(img: Image.Image, max_frames: int) -> None:
-    """Refuse more than ``max_frames`` frames. GIF is walked only up to the cap (its count is not stored)."""
-    if not getattr(img, "is_animated", False):
-        return
+def _check_frames(img: Image.Image, data: bytes | bytearray, max_frames: int) -> None:
+    """Refuse more than ``max_frames`` frames, or a later frame outside the first one's canvas, without
+    decoding any frame: GIF and APNG from their block structure, WebP from its container (libwebp's demuxer
+    already refuses frames outside the canvas)."""
     if img.format == "GIF":
-        try:
-            img.seek(max_frames)
-        except EOFError:
-            img.seek(0)
-            return
-        raise PermanentError(ErrorCode.TOO_MANY_FRAMES, f"animation has more than {max_frames} frames")
+        _check_gif_frames(data, img.size, max_frames)
+        return
+    if img.format == "PNG" and getattr(img, "is_animated", False):  # is_animated: from acTL, nothing decoded
+        _check_apng_frames(data, img.size, max_frames)
     frames = int(getattr(img, "n_frames", 1))
     if frames > max_frames:
         raise PermanentError(ErrorCode.TOO_MANY_FRAMES, f"animation has {frames} frames, limit {max_frames}")
-    img.seek(0)
+
+
+def _check_frame(
+    index: int, box: tuple[int, int, int, int], canvas: tuple[int, int], max_frames: int
+) -> None:
+    """One frame ``box`` = (x, y, width, height): within the frame cap and inside ``canvas``."""
+    if index > max_frames:
+        raise PermanentError(ErrorCode.TOO_MANY_FRAMES, f"animation has more than {max_frames} frames")
+    x, y, width, height = box
+    if x + width > canvas[0] or y + height > canvas[1]:
+        raise PermanentError(
+            ErrorCode.DECODE_FAILED,
+            f"frame {index} ({width}x{height} at {x},{y}) lies outside the {canvas[0]}x{canvas[1]} canvas",
+        )
+
+
+def _check_gif_frames(data: bytes | bytearray, canvas: tuple[int, int], max_frames: int) -> None:
+    """Walk the GIF's blocks (extensions and image descriptors, their data sub-blocks skipped by length).
+
+    ``canvas`` is Pillow's size after opening frame 0, which already includes a first frame larger than
+    the logical screen; a truncated or corrupt structure stops the walk and is left to the decoder."""
+    end = len(data)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if end > 10 and data[10] & 0x80 else 0)
+    frames = 0
+    while pos < end:
+        block = data[pos]
+        if block == 0x21:  # extension: introducer, label, then data sub-blocks
+            pos += 2
+        elif block == 0x2C and pos + 10 <= end:  # image descriptor, local color table, LZW code size
+            frames += 1
+            _check_frame(frames, struct.unpack_from("<HHHH", data, pos + 1), canvas, max_frames)
+            local = data[pos + 9]
+            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+        else:  # trailer (0x3B) or not a block
+            return
+        while pos < end and data[pos]:  # data sub-blocks: a length byte, then that many bytes; 0 ends them
+            pos += data[pos] + 1
+        pos += 1
+
+
+def _check_apng_frames(data: bytes | bytearray, canvas: tuple[int, int], max_frames: int) -> None:
+    """Walk the PNG's chunks: every frame control chunk (fcTL) counts as a frame and must fit the canvas."""
+    pos, frames = 8, 0
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"fcTL" and pos + 28 <= len(data):
+            frames += 1
+            width, height, x, y = struct.unpack_from(">IIII", data, pos + 12)
+            _check_frame(frames, (x, y, width, height), canvas, max_frames)
+        elif kind == b"IEND":
+            return
+        pos += 12 + length
+
+
+_INTEGER_GRAY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+#: modes with transparency → the mode whose alpha band is pasted through (a palette's, once expanded)
+_ALPHA = {"RGBA": "RGBA", "LA": "LA", "P": "RGBA", "PA": "RGBA", "RGBa": "RGBA", "La": "LA"}
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any mode to RGB one way everywhere: alpha (also a palette's transparency) is composited on
     white, 16- and 32-bit integer gray is scaled from the 16-bit range, CMYK/L/1/YCbCr use Pillow's matrix."""
-    if img.mode == "RGB":
+    img = _opaque(img)
+    if img.mode in _INTEGER_GRAY:  # x * 255 / 65535 == x // 257: integers, no float copy of the frame
+        img = Image.fromarray((np.clip(np.asarray(img), 0, 65535) // 257).astype(np.uint8))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _opaque(img: Image.Image) -> Image.Image:
+    """``img`` as RGB, L or integer gray, with at most one full-size copy made: alpha is composited on white
+    by pasting through it (no full-size background layer), a palette is expanded only to what it needs."""
+    if img.mode in ("RGB", "L") or img.mode in _INTEGER_GRAY:
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        return Image.fromarray((arr * (255.0 / 65535.0)).clip(0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    if img.mode not in _ALPHA or (img.mode == "P" and not img.has_transparency_data):
+        return img.convert("L" if img.mode == "1" else "RGB")  # CMYK, YCbCr, 1, opaque palettes
+    if img.mode != _ALPHA[img.mode]:
+        img = img.convert(_ALPHA[img.mode])
+    opaque = Image.new(img.mode[:-1], img.size, (255,) * (len(img.mode) - 1))
+    opaque.paste(img, mask=img)  # color * alpha + white * (1 - alpha), as compositing over white
+    return opaque

@@ -15,6 +15,12 @@ BATCH_SIZE = Histogram("darkroom_batch_size", "Images per Triton request", bucke
 TRITON_LATENCY = Histogram("darkroom_triton_seconds", "Triton request latency (each attempt)")
 RETRIES = Counter("darkroom_retries_total", "Transient failures retried, by what failed", ["target"])
 IN_FLIGHT = Gauge("darkroom_in_flight_events", "Upload events taken from Kafka and not yet acknowledged")
+DECODES_ABANDONED = Gauge(
+    "darkroom_decode_threads_abandoned", "Decode threads given up on past their deadline and still running"
+)
+PHOTO_BYTES_HELD = Gauge(
+    "darkroom_photo_bytes_held", "Bytes of the fetch budget held by photos being fetched or waiting to decode"
+)
 LOAD_SECONDS = Histogram("darkroom_load_seconds", "Fetch + decode time per upload")
 END_TO_END = Histogram(
     "darkroom_end_to_end_seconds",

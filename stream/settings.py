@@ -13,6 +13,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+#: memory the worker needs besides photos: interpreter, Faust, Kafka and gRPC buffers, model-sized batches
+PROCESS_RESERVE_BYTES = 512 * 1024**2
+#: the most a decode holds per pixel of its photo: the decoded frame (Pillow stores RGB and RGBA in 4 bytes),
+#: one converted copy (the RGB that alpha is composited into, or a transposed frame) and a byte of slack for
+#: the decoder's own buffers; stream/images.py keeps to it, tests/stream/test_byte_budget.py measures it
+DECODE_BYTES_PER_PIXEL = 9
+
 
 class SettingsError(ValueError):
     """A setting has a value the worker cannot use; the message names the variable."""
@@ -66,6 +73,11 @@ class Settings:
     web_bind: str = field(default="127.0.0.1", metadata={"env": "DARKROOM_WEB_BIND"})
     web_port: int = field(default=6066, metadata={"env": "DARKROOM_WEB_PORT"})
     data_dir: str = field(default="/tmp/darkroom-worker", metadata={"env": "DARKROOM_DATA_DIR"})
+    #: decode threads stuck past ``decode_timeout_s`` and still running, from which liveness fails (restart)
+    max_abandoned_decodes: int = field(default=8, metadata={"env": "DARKROOM_MAX_ABANDONED_DECODES"})
+    #: the worker's memory limit (Kubernetes: the container's, from the downward API); photos are budgeted
+    #: from it (``fetch_budget_bytes``) so that an OOM kill, which is never dead-lettered, cannot happen
+    memory_limit_bytes: int = field(default=2 * 1024**3, metadata={"env": "DARKROOM_MEMORY_LIMIT_BYTES"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -87,7 +99,7 @@ class Settings:
     def validate(self) -> None:
         """Reject values that would only fail later, far from their cause."""
         for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",
-                     "max_frames"):  # fmt: skip
+                     "max_frames", "max_abandoned_decodes"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.batch_window_s < 0:
@@ -95,6 +107,16 @@ class Settings:
         for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
+        if (
+            self.fetch_budget_bytes < self.max_image_bytes
+        ):  # one photo at the cap must fit, or fetches wait forever
+            raise SettingsError(
+                f"DARKROOM_MEMORY_LIMIT_BYTES={self.memory_limit_bytes} leaves {self.fetch_budget_bytes} bytes "
+                f"for fetched photos after {PROCESS_RESERVE_BYTES} for the process and {self.decode_threads} "
+                f"decode(s) (DARKROOM_DECODE_THREADS) of up to {self.decode_memory_bytes} bytes; one photo "
+                f"needs DARKROOM_MAX_IMAGE_BYTES={self.max_image_bytes}: raise the limit or lower the "
+                "decode threads, DARKROOM_MAX_IMAGE_PIXELS or DARKROOM_MAX_IMAGE_BYTES"
+            )
         self._validate_kafka_security()
 
     def _validate_kafka_security(self) -> None:
@@ -135,6 +157,19 @@ class Settings:
                 "DARKROOM_KAFKA_SSL_CERTFILE and DARKROOM_KAFKA_SSL_KEYFILE go together (a client "
                 "certificate needs its key)"
             )
+
+    @property
+    def decode_memory_bytes(self) -> int:
+        """The most one decode holds: its bytes and ``DECODE_BYTES_PER_PIXEL`` per pixel at the pixel cap."""
+        return self.max_image_bytes + DECODE_BYTES_PER_PIXEL * self.max_image_pixels
+
+    @property
+    def fetch_budget_bytes(self) -> int:
+        """Bytes that fetched photos (being fetched or waiting to decode) may hold at once: the memory limit
+        less the process's own share and the decode threads' worst case."""
+        return (
+            self.memory_limit_bytes - PROCESS_RESERVE_BYTES - self.decode_threads * self.decode_memory_bytes
+        )
 
     @functools.cached_property
     def allowed_roots(self) -> tuple[str, ...]:

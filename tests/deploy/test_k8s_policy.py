@@ -84,6 +84,11 @@ def container_env(docs: list[Resource], container: Resource) -> dict[str, str]:
         elif "configMapKeyRef" in var.get("valueFrom", {}):
             ref = var["valueFrom"]["configMapKeyRef"]
             env[var["name"]] = one(docs, "ConfigMap", ref["name"])["data"][ref["key"]]
+        elif "resourceFieldRef" in var.get("valueFrom", {}):  # the downward API: the container's resources
+            ref = var["valueFrom"]["resourceFieldRef"]
+            kind, _, name = ref["resource"].partition(".")
+            value = quantity(container["resources"][kind][name]) / quantity(ref.get("divisor", 1))
+            env[var["name"]] = str(int(value))
         else:
             env[var["name"]] = f"<{next(iter(var['valueFrom']))}>"
     return env
@@ -315,6 +320,16 @@ def test_worker_writes_only_to_emptydirs(rendered: list[Resource]) -> None:
     assert any(settings.data_dir.startswith(m["mountPath"].rstrip("/") + "/") for m in mounts), (
         settings.data_dir
     )
+
+
+def test_worker_memory_budget_follows_the_pod_memory_limit(rendered: list[Resource]) -> None:
+    container = worker_container(rendered)
+    limit = quantity(container["resources"]["limits"]["memory"])
+    assert (
+        int(container_env(rendered, container)["DARKROOM_MEMORY_LIMIT_BYTES"]) == limit
+    )  # a raised limit follows
+    settings = worker_settings(rendered)  # validated: one photo at the caps fits what the limit leaves
+    assert settings.fetch_budget_bytes >= settings.max_image_bytes
 
 
 def test_worker_cpu_request_covers_its_decode_threads(rendered: list[Resource]) -> None:

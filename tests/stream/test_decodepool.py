@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
+from prometheus_client import REGISTRY
 
 from stream.decodepool import DecodePool
 from stream.events import ErrorCode, PermanentError
@@ -39,16 +41,28 @@ def test_every_result_and_every_error_reaches_its_own_future():
             assert result == i * i
 
 
+def stuck_on(release: threading.Event) -> tuple[threading.Event, Callable[[], bool]]:
+    """A decode that blocks until ``release``, and the event it sets once a thread has started it."""
+    started = threading.Event()
+
+    def decode() -> bool:
+        started.set()
+        return release.wait(30)
+
+    return started, decode
+
+
 def test_a_decode_stuck_past_its_deadline_fails_alone_and_the_queued_photos_still_decode():
     release = threading.Event()
 
     async def main():
         pool = DecodePool(threads=1, timeout_s=1.0)  # one thread: everything else queues behind the stuck one
-        stuck = pool.submit(release.wait, 30)
+        started, decode = stuck_on(release)
+        stuck = pool.submit(decode)
         queued = [pool.submit(lambda i=i: i + 1) for i in range(5)]
-        await asyncio.sleep(0.1)
-        assert pool.expire() == 0  # not past its deadline yet
-        await asyncio.sleep(1.2)
+        assert await asyncio.to_thread(started.wait, 10)
+        assert pool.expire() == 0  # running, not yet past its deadline
+        await asyncio.sleep(1.2)  # a sleep only ever lasts longer: the deadline has surely passed
         assert pool.expire() == 1
         with pytest.raises(PermanentError) as err:
             await stuck
@@ -64,12 +78,45 @@ def test_a_decode_stuck_past_its_deadline_fails_alone_and_the_queued_photos_stil
 
 def test_the_deadline_counts_from_when_a_thread_starts_the_photo_not_from_when_it_was_queued():
     async def main():
-        pool = DecodePool(threads=1, timeout_s=0.6)
-        futures = [pool.submit(time.sleep, 0.2) for _ in range(6)]  # 1.2 s queued in all, each 0.2 s
+        # 2 s queued in all, each photo 0.25 s: 1.25 s of margin each for a slow thread on a loaded machine
+        pool = DecodePool(threads=1, timeout_s=1.5)
+        futures = [pool.submit(time.sleep, 0.25) for _ in range(8)]
         while not all(f.done() for f in futures):
             assert pool.expire() == 0
             await asyncio.sleep(0.05)
         await asyncio.gather(*futures)
+        pool.shutdown()
+
+    run(main())
+
+
+def stuck_threads() -> float:
+    return REGISTRY.get_sample_value("darkroom_decode_threads_abandoned")
+
+
+def test_abandoned_threads_still_running_are_counted_and_past_the_cap_the_pool_is_exhausted():
+    release = threading.Event()
+
+    async def main():
+        pool = DecodePool(threads=1, timeout_s=0.2, max_abandoned=2)
+        before = stuck_threads()
+        for n in (1, 2):
+            assert not pool.exhausted
+            started, decode = stuck_on(release)
+            future = pool.submit(decode)
+            assert await asyncio.to_thread(started.wait, 10)
+            await asyncio.sleep(0.3)
+            assert pool.expire() == 1
+            with pytest.raises(PermanentError):
+                await future
+            assert pool.stuck == n and stuck_threads() == before + n
+        assert pool.exhausted  # the worker's liveness check now fails: the pod is restarted
+        release.set()  # the stuck threads return: nothing is stuck any more
+        for _ in range(200):
+            if pool.stuck == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.stuck == 0 and stuck_threads() == before and not pool.exhausted
         pool.shutdown()
 
     run(main())
