@@ -418,7 +418,9 @@ def load_tagger(checkpoint: dict) -> Tagger:
     """Rebuild the serving network (preprocessing included) from a checkpoint dict."""
     net = create_model(checkpoint["model"], num_classes=len(checkpoint["vocab"]["tags"]))
     net.load_state_dict(checkpoint["state_dict"])
-    return Tagger(net, tuple(checkpoint["mean"]), tuple(checkpoint["std"])).eval()
+    return Tagger(
+        net, tuple(checkpoint["mean"]), tuple(checkpoint["std"]), checkpoint.get("crop_size")
+    ).eval()
 
 
 def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
