@@ -14,6 +14,7 @@ import pytest
 
 from stream.cli import main as darkroom
 from stream.events import Upload, tag_event
+from tests.trainer.test_export import fake_plan_builder
 from trainer.export import export_onnx, write_version
 from trainer.general import vocabulary
 from trainer.general.model import general_checkpoint
@@ -168,3 +169,15 @@ def test_written_version_reexports_through_the_usual_path(tmp_path, checkpoint):
     second = write_version(tmp_path, checkpoint)
     assert (first.name, second.name) == ("1", "2")
     assert json.loads((second / "metadata.json").read_text())["model"] == "efficientnet_lite0_general"
+
+
+def test_gpu_variant_writes_a_tensorrt_plan_config_for_the_general_vocabulary(tmp_path, checkpoint):
+    calls: list = []
+    front = write_version(tmp_path, checkpoint, target="gpu", build_plan=fake_plan_builder(calls))
+    plan_config = (tmp_path / "tagger_trt" / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in plan_config and "KIND_GPU" in plan_config
+    assert (
+        f"dims: [ {len(checkpoint['vocab']['tags'])} ]" in plan_config
+        and "dims: [ 256, 256, 3 ]" in plan_config
+    )
+    assert calls[0]["precision"] == "fp16" and (tmp_path / "tagger_trt" / front.name / "model.plan").is_file()
