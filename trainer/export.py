@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,16 +122,20 @@ def export_onnx(
     ``cast_first`` puts the uint8 → float cast at the very start of the graph (what TensorRT needs).
     """
     example = torch.zeros(2, size[0], size[1], 3, dtype=torch.uint8)
-    torch.onnx.export(
-        (_CastFirst(tagger) if cast_first else tagger).eval(),
-        (example,),
-        str(path),
-        input_names=[INPUT],
-        output_names=[SCORES],
-        dynamic_axes={INPUT: {0: "batch"}, SCORES: {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # Height and width are fixed in the graph, so sizes read from them (TF "same" padding, the centre
+        # crop) are exact constants: the tracer's warning about that does not apply.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            (_CastFirst(tagger) if cast_first else tagger).eval(),
+            (example,),
+            str(path),
+            input_names=[INPUT],
+            output_names=[SCORES],
+            dynamic_axes={INPUT: {0: "batch"}, SCORES: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
 
 
 def model_config(
@@ -344,14 +349,24 @@ def _write_plan_version(
     return report
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Read a training checkpoint (a plain dict); ValueError naming the file if it is not one."""
+def read_torch_file(path: Path) -> object:
+    """Whatever ``torch.save`` wrote to ``path``; ValueError naming the file if it is missing or not one."""
     if not path.is_file():
         raise ValueError(f"checkpoint {path} not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise ValueError(f"{path} is not a PyTorch checkpoint: {type(exc).__name__}: {exc}") from None
+
+
+def is_checkpoint(obj: object) -> bool:
+    """Whether ``obj`` is a Darkroom checkpoint dict (has every key export and serving read)."""
+    return isinstance(obj, dict) and all(k in obj for k in CHECKPOINT_KEYS)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a training checkpoint (a plain dict); ValueError naming the file if it is not one."""
+    checkpoint = read_torch_file(path)
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         raise ValueError(

@@ -39,9 +39,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from trainer.data.manifest import ManifestError, PhotoSet, load_photo_set
+from trainer.export import is_checkpoint, read_torch_file
 from trainer.metrics import average_precision, calibrate_thresholds, precision_recall_at_k
 from trainer.models import create_model
 from trainer.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Tagger
+from trainer.models.weights import load_weights
 from trainer.vocab.vocabulary import Vocabulary
 
 LOSSES = ("asl", "bce", "softmax")
@@ -181,23 +183,23 @@ def train_one_epoch(
 
 
 def build_tagger(config: TrainConfig, num_classes: int, tags: list[str] | None = None) -> Tagger:
-    """A fresh network, or one that starts from ``config.init_from``: its backbone always, and its head
-    too when it predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean labels of the same
-    vocabulary keeps what the head learned; another label space gets a new head)."""
+    """A fresh network, or one that starts from ``config.init_from`` (any checkpoint of the family, see
+    ``trainer.models.weights``): its backbone always, and its head too when it is a Darkroom checkpoint that
+    predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean labels of the same vocabulary keeps what
+    the head learned; another label space gets a new head)."""
     net = create_model(config.model, num_classes=num_classes)
     if config.init_from:
-        source = torch.load(config.init_from, map_location="cpu", weights_only=False)
-        if source.get("model") != config.model:
+        source = read_torch_file(Path(config.init_from))
+        if is_checkpoint(source) and source["model"] != config.model:  # type: ignore[index]
             raise ValueError(
-                f"option init_from={config.init_from!r} holds a {source.get('model')!r}, not a {config.model!r}"
+                f"option init_from={config.init_from!r} holds a {source['model']!r}, not a {config.model!r}"  # type: ignore[index]
             )
-        same_tags = tags is not None and source.get("vocab", {}).get("tags") == list(tags)
-        backbone = {k: v for k, v in source["state_dict"].items() if same_tags or not k.startswith("head.")}
-        missing, unexpected = net.load_state_dict(backbone, strict=False)
-        if unexpected or any(not k.startswith("head.") for k in missing):
-            raise ValueError(
-                f"option init_from={config.init_from!r}: its backbone does not fit {config.model}"
-            )
+        same_tags = is_checkpoint(source) and tags is not None and source["vocab"]["tags"] == list(tags)  # type: ignore[index]
+        try:
+            report = load_weights(net, Path(config.init_from), exclude=() if same_tags else ("head.",))
+        except ValueError as exc:
+            raise ValueError(f"option init_from={config.init_from!r}: {exc}") from None
+        print(f"init: {report.describe()} ({'head kept' if same_tags else 'new head'})", file=sys.stderr)
     return Tagger(net)
 
 
@@ -418,7 +420,9 @@ def load_tagger(checkpoint: dict) -> Tagger:
     """Rebuild the serving network (preprocessing included) from a checkpoint dict."""
     net = create_model(checkpoint["model"], num_classes=len(checkpoint["vocab"]["tags"]))
     net.load_state_dict(checkpoint["state_dict"])
-    return Tagger(net, tuple(checkpoint["mean"]), tuple(checkpoint["std"])).eval()
+    return Tagger(
+        net, tuple(checkpoint["mean"]), tuple(checkpoint["std"]), checkpoint.get("crop_size")
+    ).eval()
 
 
 def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
@@ -448,6 +452,10 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="JSON file of TrainConfig values")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
     parser.add_argument(
+        "--init", type=Path, metavar="PATH",
+        help="start from these weights: a Darkroom checkpoint or a timm/torchvision-style state dict (init_from)",
+    )  # fmt: skip
+    parser.add_argument(
         "--target", choices=("user_tags", "labels"), default="user_tags", help="tags to train on"
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
@@ -461,6 +469,8 @@ def cli(argv: list[str] | None = None) -> int:
     if not isinstance(values, dict):
         parser.error(f"--config {args.config}: expected a JSON object of TrainConfig values")
     values.update(parse_overrides(args.set, parser))
+    if args.init:
+        values["init_from"] = str(args.init)
     from trainer.vocab.vocabulary import synthetic_vocabulary
 
     try:
