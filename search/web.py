@@ -30,7 +30,8 @@ from pathlib import Path
 import orjson
 from PIL import ExifTags, Image
 
-from search.indexer import LiveCounters, SearchIndex
+from search.counters import LiveCounters
+from search.store import SearchIndex
 from stream.events import PermanentError
 from stream.images import ALLOWED_FORMATS, decode, fetch
 from stream.settings import Settings

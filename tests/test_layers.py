@@ -52,7 +52,7 @@ class Blocker(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Blocker())
 from stream.settings import Settings
 from stream.app import create_app
-import stream.agents, stream.inference, stream.images, stream.events, stream.clients, search.indexer, search.web
+import stream.agents, stream.inference, stream.images, stream.events, stream.clients, search.cli, search.web
 app, topics = create_app(Settings())
 from tools.cli import build_parser
 build_parser().parse_args(["worker"])

@@ -208,8 +208,8 @@ PASSTHROUGH = {
     "evaluate": ("trainer.evaluate", "main", "evaluate a checkpoint on clean labels, with a report"),
     "experiment": ("trainer.experiment", "main", "reproduce the paper's comparison of training regimes"),
     "export": ("trainer.export", "main", "export a checkpoint as a new Triton model version"),
-    "index": ("search.indexer", "main", "index tag events into a searchable SQLite index"),
-    "search": ("search.indexer", "search_main", "search the index"),
+    "index": ("search.cli", "main", "index tag events into a searchable SQLite index"),
+    "search": ("search.cli", "search_main", "search the index"),
     "backfill": ("search.backfill", "main", "re-publish uploads of an existing archive"),
     "bench": ("tools.bench.cli", "main", "measure offline, streaming and naive throughput and latency"),
 }

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from search.backfill import main as backfill
-from search.indexer import SearchIndex, search_main
+from search.cli import search_main
+from search.store import SearchIndex
 from stream.clients import UploadPublisher, photo_id_for, upload_event
 from tools.embedded import Ports, Stack
 from trainer.data.synthetic import make_photo_set

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from search.indexer import SearchIndex, Topics, consume
+from search.consumer import consume
+from search.store import SearchIndex, Topics
 from stream.clients import end_offsets
 from stream.settings import Settings
 from tools.demo import _caught_up_index

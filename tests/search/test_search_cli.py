@@ -9,7 +9,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from search.indexer import SearchIndex, main, search_main
+from search.cli import main, search_main
+from search.store import SearchIndex
 from stream.settings import Settings
 from tools.embedded import create_topics
 
@@ -72,7 +73,7 @@ def test_index_once_then_resume_reads_only_what_is_new(topics, tag_value, tmp_pa
 
 
 def test_search_prints_ranked_photos_with_tags_and_exits_1_when_nothing_matches(tmp_path, tag_value, capsys):
-    from search.indexer import Record, Topics
+    from search.store import Record, Topics
 
     db = tmp_path / "index.sqlite"
     index = SearchIndex(db)
@@ -97,7 +98,7 @@ def test_search_prints_ranked_photos_with_tags_and_exits_1_when_nothing_matches(
 
 
 def test_markup_in_photo_ids_and_tags_prints_literally(tmp_path, tag_value, capsys):
-    from search.indexer import Record, Topics
+    from search.store import Record, Topics
 
     db = tmp_path / "index.sqlite"
     index = SearchIndex(db)

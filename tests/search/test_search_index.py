@@ -8,15 +8,9 @@ import threading
 import orjson
 import pytest
 
-from search.indexer import (
-    InvalidEvent,
-    LiveCounters,
-    Record,
-    SearchIndex,
-    Topics,
-    parse_tag_event,
-    query_terms,
-)
+from search.counters import LiveCounters
+from search.records import InvalidEvent, parse_tag_event
+from search.store import Record, SearchIndex, Topics, query_terms
 from stream.events import parse_rfc3339
 
 TOPICS = Topics()

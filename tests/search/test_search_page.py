@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from search import web
-from search.indexer import LiveCounters, Record, SearchIndex, Topics
+from search.counters import LiveCounters
+from search.store import Record, SearchIndex, Topics
 from search.web import serve
 from stream.settings import Settings
 from tests.external import require

@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from search.backfill import manifest_photos
-from search.indexer import InvalidEvent, parse_dead_letter, parse_tag_event
+from search.records import InvalidEvent, parse_dead_letter, parse_tag_event
 from stream.clients import upload_event
 from stream.events import (
     ErrorCode,

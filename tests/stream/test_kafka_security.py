@@ -22,7 +22,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from search.indexer import SearchIndex, Topics, consume
+from search.consumer import consume
+from search.store import SearchIndex, Topics
 from stream.app import create_app
 from stream.clients import UploadPublisher, follow
 from stream.kafka_security import faust_credentials, librdkafka_config
