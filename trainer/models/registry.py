@@ -18,17 +18,11 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def list_models() -> list[str]:
-    _load_families()
     return sorted(_REGISTRY)
 
 
 def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
     """Build the registered variant ``name`` with a ``num_classes``-way multi-label head."""
-    _load_families()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
-
-
-def _load_families() -> None:
-    from trainer.models import efficientnet_lite, mobilenet, resnet  # noqa: F401  (register their variants)
