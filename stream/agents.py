@@ -47,6 +47,7 @@ from stream.events import (
 )
 from stream.images import SourceUnavailable, decode, fetch
 from stream.inference import ModelInput, TaggerClient
+from stream.objectstore import S3Options
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Tagger:
         self.client = TaggerClient(settings.triton_grpc, settings.model_name, settings.triton_timeout_s)
         self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
         self.decoder = DecodePool(settings.decode_threads, settings.decode_timeout_s)
+        self.s3 = S3Options.from_env()  # DARKROOM_S3_*: to be folded into Settings
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -214,7 +216,7 @@ class Tagger:
         for attempt in range(1, s.fetch_attempts + 1):
             call = loop.run_in_executor(
                 self.fetch_pool, fetch, upload.url, s.allowed_roots, s.max_image_bytes, s.fetch_timeout_s,
-                s.allow_loopback_http,
+                s.allow_loopback_http, self.s3,
             )  # fmt: skip
             try:  # fetch enforces its own deadline; this one only guards against a hung file system
                 return await asyncio.wait_for(call, s.fetch_timeout_s + 5.0)

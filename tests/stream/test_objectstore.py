@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from stream.events import ErrorCode, PermanentError
-from stream.images import SourceUnavailable
+from stream.images import SourceUnavailable, fetch
 from stream.objectstore import ListingError, S3Options, list_s3_photos, parse_s3_url, read_s3
 from stream.settings import SettingsError
 from tests.e2e.bad_inputs import HostileHTTP, encode
@@ -243,3 +243,8 @@ def test_credentials_come_from_the_standard_chain(store, options):
         )
         with pytest.raises(SourceUnavailable, match="NoCredentialsError"):
             read_s3("s3://photos/2026/red.jpg", fresh, MB, 5)
+
+
+def test_the_worker_fetch_reads_s3_urls_only_from_allowed_buckets(store, options):
+    assert fetch("s3://photos/2026/red.jpg", [], MB, 5, s3=options) == PHOTO
+    assert code_of(lambda: fetch("s3://photos/2026/red.jpg", [], MB, 5)) == ErrorCode.FORBIDDEN_URL
