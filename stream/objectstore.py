@@ -132,9 +132,12 @@ def read_s3(url: str, options: S3Options, max_bytes: int, timeout_s: float) -> b
         raise PermanentError(
             ErrorCode.FORBIDDEN_URL, f"bucket {bucket[:100]!r} is not in DARKROOM_S3_ALLOWED_BUCKETS"
         )
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore import exceptions as boto
     from urllib3.exceptions import HTTPError as URLLib3Error
 
+    #: no usable answer this time: timeouts, connections, credentials the chain could not find or refresh
+    transient = (boto.ConnectionError, boto.HTTPClientError, boto.NoCredentialsError,
+                 boto.PartialCredentialsError, boto.CredentialRetrievalError, URLLib3Error, OSError)  # fmt: skip
     try:
         # no retries inside botocore: the worker retries SourceUnavailable itself, with backoff and a count
         response = _client(options, timeout_s, attempts=1).get_object(Bucket=bucket, Key=key)
@@ -148,10 +151,14 @@ def read_s3(url: str, options: S3Options, max_bytes: int, timeout_s: float) -> b
             data = _read_capped(body, url, max_bytes, deadline)
         finally:
             body.close()
-    except ClientError as exc:
+    except boto.ClientError as exc:
         raise _client_error(exc, url) from None
-    except (BotoCoreError, URLLib3Error, OSError) as exc:
-        raise _transport_error(exc, url) from None
+    except transient as exc:
+        raise SourceUnavailable(
+            f"cannot read {url[:200]!r}: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
+    except boto.BotoCoreError as exc:  # e.g. a parameter botocore refuses: retrying cannot change it
+        raise PermanentError(ErrorCode.FETCH_FAILED, _cannot_read(url, exc)) from None
     if length is not None and len(data) != length:  # the connection ended early
         raise SourceUnavailable(f"{url[:200]!r}: got {len(data)} of {length} bytes")
     return data
@@ -185,6 +192,10 @@ def _remaining(deadline: float, url: str) -> float:
     return left
 
 
+def _cannot_read(url: str, exc: Exception) -> str:
+    return f"cannot read {url[:200]!r}: {type(exc).__name__}: {str(exc)[:300]}"
+
+
 def _client_error(exc: Any, url: str) -> Exception:
     """The store answered with an error: which dead-letter code, or worth a retry."""
     error = exc.response.get("Error", {})
@@ -196,25 +207,6 @@ def _client_error(exc: Any, url: str) -> Exception:
     if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500:
         return SourceUnavailable(detail)
     # AccessDenied (403) and the rest: the store refuses this object; fixing its policy and replaying helps
-    return PermanentError(ErrorCode.FETCH_FAILED, detail)
-
-
-def _transport_error(exc: Exception, url: str) -> Exception:
-    """No usable answer (timeouts, connection, credentials): worth a retry; else ``fetch_failed``."""
-    from botocore.exceptions import (
-        ConnectionError,
-        CredentialRetrievalError,
-        HTTPClientError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
-    from urllib3.exceptions import HTTPError as URLLib3Error
-
-    transient = (ConnectionError, HTTPClientError, NoCredentialsError, PartialCredentialsError,
-                 CredentialRetrievalError, URLLib3Error, OSError)  # fmt: skip
-    detail = f"cannot read {url[:200]!r}: {type(exc).__name__}: {str(exc)[:300]}"
-    if isinstance(exc, transient):
-        return SourceUnavailable(detail)
     return PermanentError(ErrorCode.FETCH_FAILED, detail)
 
 

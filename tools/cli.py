@@ -101,10 +101,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
         )
+        app, _ = create_app(settings)  # reads DARKROOM_S3_* (stream.objectstore.S3Options) too
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
-    app, _ = create_app(settings)
     worker = faust.Worker(app, loglevel=args.loglevel)
     worker.execute_from_commandline()  # handles SIGTERM/SIGINT: stops agents, commits, exits
     return 0

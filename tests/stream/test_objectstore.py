@@ -4,6 +4,8 @@ itself) and, for what a well-behaved store never does (trickling, lying, stallin
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -248,3 +250,17 @@ def test_credentials_come_from_the_standard_chain(store, options):
 def test_the_worker_fetch_reads_s3_urls_only_from_allowed_buckets(store, options):
     assert fetch("s3://photos/2026/red.jpg", [], MB, 5, s3=options) == PHOTO
     assert code_of(lambda: fetch("s3://photos/2026/red.jpg", [], MB, 5)) == ErrorCode.FORBIDDEN_URL
+
+
+def test_a_bad_s3_setting_stops_the_worker_with_one_line_naming_it():
+    env = {
+        **os.environ,
+        "DARKROOM_S3_ADDRESSING_STYLE": "sideways",
+        "DARKROOM_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "worker"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr
+    assert "DARKROOM_S3_ADDRESSING_STYLE" in output and "Traceback" not in output, output
