@@ -118,6 +118,7 @@ def test_photos_in_a_bucket_are_tagged_and_bad_s3_urls_dead_lettered(up, s3_serv
         value = {"photo_id": photo_id, "url": url, "uploaded_at": "2026-12-01T00:00:00Z", "user_tags": []}
         producer.produce("photo-uploads", key=photo_id, value=orjson.dumps(value))
     assert producer.flush(30) == 0
+    del producer  # else librdkafka keeps reconnecting to the stopped broker until the session ends
 
     reader = outcome_reader(f"127.0.0.1:{up.kafka}")
     reader.wait_for(set(good) | set(bad), timeout_s=90)
