@@ -18,8 +18,9 @@ COPY stream ./stream
 COPY search ./search
 COPY trainer ./trainer
 COPY tools ./tools
-# The core dependencies only: no Triton server, broker or torch (the `embedded` and `train` extras).
-RUN /opt/darkroom/bin/pip install . \
+# The core dependencies and the `s3` extra (botocore, for s3:// photos) only: no Triton server, broker or
+# torch (the `embedded` and `train` extras).
+RUN /opt/darkroom/bin/pip install ".[s3]" \
  && /opt/darkroom/bin/darkroom --help > /dev/null
 
 # --- triton-cpu: the NGC Triton image plus what the CPU variant's Python backend imports --------------

@@ -48,6 +48,7 @@ from stream.events import (
 )
 from stream.images import SourceUnavailable, decode, fetch
 from stream.inference import ModelInput, TaggerClient
+from stream.objectstore import S3Options
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Tagger:
         self.decoder = DecodePool(
             settings.decode_threads, settings.decode_timeout_s, settings.max_abandoned_decodes
         )
+        self.s3 = S3Options.from_env()  # DARKROOM_S3_*: to be folded into Settings
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -222,7 +224,7 @@ class Tagger:
         for attempt in range(1, s.fetch_attempts + 1):
             call = loop.run_in_executor(
                 self.fetch_pool, fetch, upload.url, s.allowed_roots, s.max_image_bytes, s.fetch_timeout_s,
-                s.allow_loopback_http,
+                s.allow_loopback_http, self.s3,
             )  # fmt: skip
             try:  # fetch enforces its own deadline; this one only guards against a hung file system
                 return await asyncio.wait_for(call, s.fetch_timeout_s + 5.0)

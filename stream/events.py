@@ -44,6 +44,10 @@ class ErrorCode(StrEnum):
     DECODE_TIMEOUT = "decode_timeout"
 
 
+class SourceUnavailable(Exception):
+    """The photo's source did not answer usefully this time (timeout, refused, 5xx, 429): worth a retry."""
+
+
 class PermanentError(Exception):
     """An upload that can never succeed: it is dead-lettered with ``code`` and ``detail``."""
 

@@ -24,11 +24,15 @@ import struct
 import time
 import urllib.parse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from stream.events import ErrorCode, PermanentError
+from stream.events import ErrorCode, PermanentError, SourceUnavailable
+
+if TYPE_CHECKING:
+    from stream.objectstore import S3Options
 
 #: Formats accepted, identified by Pillow from the content (never from the file name).
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
@@ -38,14 +42,16 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SAFE = "!#$%&'()*+,/:;=?@[]~"  # kept as they are in a request path: reserved characters and escapes
 
 
-class SourceUnavailable(Exception):
-    """The photo's source did not answer usefully this time (timeout, refused, 5xx, 429): worth a retry."""
-
-
 def fetch(
-    url: str, allowed_roots: Sequence[str], max_bytes: int, timeout_s: float, allow_loopback: bool = False
+    url: str,
+    allowed_roots: Sequence[str],
+    max_bytes: int,
+    timeout_s: float,
+    allow_loopback: bool = False,
+    s3: S3Options | None = None,
 ) -> bytes | bytearray:
-    """Return the bytes behind ``url``: ``file://`` under ``allowed_roots`` or public ``http(s)://``.
+    """Return the bytes behind ``url``: ``file://`` under ``allowed_roots``, public ``http(s)://``, or
+    ``s3://`` in a bucket ``s3`` allows (none by default).
 
     ``allow_loopback`` (a development setting) lets ``http`` reach 127.0.0.0/8 and ::1, nothing else private.
     """
@@ -56,6 +62,10 @@ def fetch(
         return _read_file(urllib.parse.unquote(parts.path), allowed_roots, max_bytes)
     if parts.scheme in ("http", "https"):
         return _read_http(url, max_bytes, time.monotonic() + timeout_s, allow_loopback)
+    if parts.scheme == "s3":
+        from stream.objectstore import S3Options, read_s3  # botocore only once an s3:// upload comes
+
+        return read_s3(url, s3 or S3Options(), max_bytes, timeout_s)
     raise PermanentError(ErrorCode.FORBIDDEN_URL, f"scheme {parts.scheme!r} not allowed in {url[:200]!r}")
 
 

@@ -119,7 +119,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
         )
-        app, _ = create_app(settings)  # loads the TLS files: a bad one is a SettingsError too
+        app, _ = create_app(settings)  # loads the TLS files and DARKROOM_S3_*: a bad one is a SettingsError too
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2

@@ -95,7 +95,7 @@ def test_worker_image_sets_only_variables_the_worker_reads() -> None:
 
 def test_worker_image_leaves_out_the_training_stack() -> None:
     runs = " ".join(args for kw, args in stages(instructions(ROOT / "Dockerfile"))["build"] if kw == "RUN")
-    assert "pip install ." in runs, "the build stage installs the project"
+    assert 'pip install ".[s3]"' in runs, "the build stage installs the project (and the s3 reader)"
     assert "torch" not in runs and "[train" not in runs, "the worker needs no torch"
     assert "[embedded" not in runs and "[dev" not in runs, (
         "the worker needs no Triton server, broker or dev tools"
