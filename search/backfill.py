@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stream.clients import UploadPublisher, photo_id_for, photo_paths
-from stream.events import PermanentError, now_rfc3339, parse_upload
+from stream.events import PermanentError, now_rfc3339, parse_upload, upload_value
 from stream.settings import Settings, SettingsError
 
 console = Console(stderr=True)
@@ -92,14 +91,9 @@ def folder_photos(folder: Path) -> Iterator[ArchivePhoto]:
 
 
 def _upload_value(where: str, photo_id: str, url: str, record: dict) -> bytes:
-    value = {
-        "photo_id": photo_id,
-        "url": url,
-        "owner": record.get("owner"),
-        "uploaded_at": record.get("uploaded_at") or now_rfc3339(),
-        "user_tags": record.get("user_tags") or [],
-    }
-    raw = orjson.dumps(value)
+    raw = upload_value(
+        photo_id, url, record.get("owner"), record.get("user_tags") or [], record.get("uploaded_at")
+    )
     try:
         parse_upload(raw)  # the worker's own validation: a bad line fails here, not as a dead letter later
     except PermanentError as exc:

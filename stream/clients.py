@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
-from stream.events import now_rfc3339
+from stream.events import upload_value
 from stream.kafka_security import librdkafka_config
 from stream.settings import Settings
 
@@ -39,14 +38,13 @@ def upload_event(
 ) -> tuple[str, bytes]:
     """(key, value) of the ``photo-uploads`` event for a local file."""
     photo_id = photo_id_for(path)
-    value = {
-        "photo_id": photo_id,
-        "url": path.resolve().as_uri(),
-        "owner": owner,
-        "uploaded_at": now_rfc3339(),
-        "user_tags": user_tags or [],
-    }
-    return photo_id, orjson.dumps(value)
+    return photo_id, upload_value(photo_id, path.resolve().as_uri(), owner, user_tags or [])
+
+
+def url_photo_id(url: str) -> str:
+    """A stable id for a photo given by URL (``s3://``, ``http(s)://``): its file stem and a hash of the URL."""
+    stem = Path(url.rstrip("/").rsplit("/", 1)[-1]).stem or "photo"
+    return f"{stem[:100]}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
 
 
 class UploadPublisher:
@@ -57,11 +55,26 @@ class UploadPublisher:
         self, bootstrap: str, topic: str = "photo-uploads", settings: Settings | None = None
     ) -> None:
         self.topic = topic
+        self.bootstrap = bootstrap
         self._errors: list[str] = []
+        # log_level 2: an unreachable broker is reported once by reachable()/flush(), not by librdkafka's
+        # per-connection-attempt lines on stderr
         self._producer = Producer(
             {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "acks": "all",
-             **librdkafka_config(settings or Settings())}
+             "log_level": 2, **librdkafka_config(settings or Settings())}
         )  # fmt: skip
+
+    def reachable(self, timeout_s: float = 10.0) -> None:
+        """Raise KafkaException naming the bootstrap servers unless a broker answers with the topic."""
+        try:
+            metadata = self._producer.list_topics(self.topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaException(
+                f"cannot reach Kafka at {self.bootstrap} within {timeout_s:.0f}s ({exc})"
+            ) from None
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            raise KafkaException(f"topic {self.topic!r} not found on {self.bootstrap}")
 
     def send(self, key: str | bytes | None, value: bytes) -> None:
         while True:

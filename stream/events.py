@@ -7,6 +7,7 @@ dead letter carrying the raw bytes instead of an exception inside the consumer.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -159,6 +160,25 @@ def photo_id_hint(raw: bytes | None, key: bytes | None) -> str | None:
         return None
     pid = value.get("photo_id") if isinstance(value, dict) else None
     return pid if isinstance(pid, str) else None
+
+
+def upload_value(
+    photo_id: str,
+    url: str,
+    owner: str | None = None,
+    user_tags: Sequence[str] = (),
+    uploaded_at: str | None = None,
+) -> bytes:
+    """The ``photo-uploads`` value: the one builder that ``publish``, ``backfill`` and the benchmark share."""
+    return orjson.dumps(
+        {
+            "photo_id": photo_id,
+            "url": url,
+            "owner": owner,
+            "uploaded_at": uploaded_at or now_rfc3339(),
+            "user_tags": list(user_tags),
+        }
+    )
 
 
 def tag_event(upload: Upload, tags: list[tuple], model: str, model_version: str, tagged_at: str) -> bytes:

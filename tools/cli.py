@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -119,7 +120,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
         )
-        app, _ = create_app(settings)  # loads the TLS files and DARKROOM_S3_*: a bad one is a SettingsError too
+        # creating the app loads the TLS files and DARKROOM_S3_*: a bad one is a SettingsError too
+        app, _ = create_app(settings)
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
@@ -131,19 +133,55 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    """Publish one upload event per image file (folders are walked)."""
-    from stream.clients import UploadPublisher, photo_paths, upload_event
+    """Publish one upload event per photo: image files, folders (walked), ``s3://`` prefixes, http(s) URLs."""
+    from confluent_kafka import KafkaException
+    from rich.progress import Progress
+
+    from stream.clients import UploadPublisher, photo_paths, upload_event, url_photo_id
+    from stream.events import upload_value
+    from stream.objectstore import ListingError, S3Options, list_s3_photos
     from stream.settings import Settings
 
-    # Kafka TLS/SASL from DARKROOM_KAFKA_*, as for every command (a bad value: main() names it, exit 2)
-    publisher = UploadPublisher(args.bootstrap, args.topic, Settings.from_env())
+    local = [Path(p) for p in args.paths if "://" not in p]
+    missing = [str(p) for p in local if not p.exists()]
+    if missing:
+        console.print(f"[red]error:[/] no such file or folder: {', '.join(missing[:5])}; nothing published")
+        return 2
+    for url in (p for p in args.paths if "://" in p):
+        if not url.startswith(("s3://", "http://", "https://")):
+            console.print(
+                f"[red]error:[/] {url!r}: publish takes files, folders, s3:// prefixes or http(s) URLs"
+            )
+            return 2
+
+    def events() -> Iterator[tuple[str, bytes]]:
+        for given in args.paths:
+            if given.startswith("s3://"):
+                for url in list_s3_photos(given, S3Options.from_env()):
+                    yield url_photo_id(url), upload_value(url_photo_id(url), url, args.owner)
+            elif "://" in given:
+                yield url_photo_id(given), upload_value(url_photo_id(given), given, args.owner)
+            else:
+                yield from (upload_event(path, owner=args.owner) for path in photo_paths([Path(given)]))
+
+    # bootstrap, topic and Kafka TLS/SASL from DARKROOM_* unless given (a bad value: main() names it, exit 2)
+    settings = Settings.from_env()
+    topic = args.topic or settings.uploads_topic
+    publisher = UploadPublisher(args.bootstrap or settings.kafka_bootstrap, topic, settings)
     count = 0
-    for path in photo_paths(args.paths):
-        key, value = upload_event(path, owner=args.owner)
-        publisher.send(key, value)
-        count += 1
-    publisher.flush()
-    print(f"published {count} upload event(s) to {args.topic}")
+    try:
+        publisher.reachable()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("publishing", total=None)
+            for key, value in events():
+                publisher.send(key, value)
+                count += 1
+                progress.update(task, completed=count, description=f"published {count}")
+        publisher.flush()
+    except (ListingError, KafkaException) as exc:
+        console.print(f"[red]error:[/] {exc} ({count} upload event(s) sent before it)")
+        return 2
+    print(f"published {count} upload event(s) to {topic}")
     return 0 if count else 1
 
 
@@ -154,21 +192,23 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from stream.clients import follow
     from stream.settings import Settings
 
+    settings = Settings.from_env()  # bootstrap, topics and Kafka TLS/SASL unless given, as for publish
+    dlq_topic = args.dlq_topic or settings.dlq_topic
     seen = 0
     try:
         for topic, _, value in follow(
-            args.bootstrap,
-            [args.tags_topic, args.dlq_topic],
+            args.bootstrap or settings.kafka_bootstrap,
+            [args.tags_topic or settings.tags_topic, dlq_topic],
             args.from_beginning,
             args.idle_timeout,
-            settings=Settings.from_env(),  # Kafka TLS/SASL, as for publish
+            settings=settings,
         ):
             try:
                 event = orjson.loads(value or b"null")
             except orjson.JSONDecodeError:
                 print(f"{topic}: (not JSON) {value!r}")
                 continue
-            if topic == args.dlq_topic:
+            if topic == dlq_topic:
                 print(f"DLQ  {event.get('photo_id')}  {event.get('error')}: {event.get('detail')}")
             else:
                 tags = ", ".join(f"{t['tag']} {t['score']:.2f}" for t in event.get("tags", []))
@@ -256,16 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     publish = sub.add_parser("publish", help="publish upload events for image files or folders")
-    publish.add_argument("paths", nargs="+", type=Path)
-    publish.add_argument("--bootstrap", default="127.0.0.1:9092")
-    publish.add_argument("--topic", default="photo-uploads")
+    publish.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PHOTOS",
+        help="image files, folders (walked), s3://bucket/prefix/, http(s) URLs",
+    )
+    publish.add_argument("--bootstrap", help="Kafka bootstrap servers (default: DARKROOM_KAFKA_BOOTSTRAP)")
+    publish.add_argument("--topic", help="uploads topic (default: DARKROOM_UPLOADS_TOPIC)")
     publish.add_argument("--owner")
     publish.set_defaults(func=cmd_publish)
 
     tail = sub.add_parser("tail", help="print tag events and dead letters as they arrive")
-    tail.add_argument("--bootstrap", default="127.0.0.1:9092")
-    tail.add_argument("--tags-topic", default="photo-tags")
-    tail.add_argument("--dlq-topic", default="photo-uploads-dlq")
+    tail.add_argument("--bootstrap", help="Kafka bootstrap servers (default: DARKROOM_KAFKA_BOOTSTRAP)")
+    tail.add_argument("--tags-topic", help="tag events topic (default: DARKROOM_TAGS_TOPIC)")
+    tail.add_argument("--dlq-topic", help="dead-letter topic (default: DARKROOM_DLQ_TOPIC)")
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--max", type=int, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without an event")

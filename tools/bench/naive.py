@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench.workload import upload_value
+from stream.events import upload_value
 
 
 def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) -> dict:
@@ -25,7 +25,11 @@ def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) 
     try:
         producer = KafkaProducer(bootstrap_servers=stack.bootstrap)
         for i, path in enumerate(paths):
-            producer.send("photo-uploads", key=f"naive-{i}".encode(), value=upload_value(f"naive-{i}", path))
+            producer.send(
+                "photo-uploads",
+                key=f"naive-{i}".encode(),
+                value=upload_value(f"naive-{i}", path.resolve().as_uri(), user_tags=[]),
+            )
         producer.flush()
         model = load_tagger(checkpoint)
         h, w = checkpoint["input_size"]

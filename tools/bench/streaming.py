@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from stream.events import upload_value
 from tools.bench.cpu import CpuMeter
-from tools.bench.workload import Plan, upload_value
+from tools.bench.workload import Plan
 
 
 class TagCollector(threading.Thread):
@@ -59,7 +60,7 @@ def tag_burst(
     the last."""
     ids = [f"{prefix}-{i:05d}" for i in range(len(paths))]
     for pid, path in zip(ids, paths, strict=True):
-        publisher.send(pid, upload_value(pid, path))  # type: ignore[attr-defined]
+        publisher.send(pid, upload_value(pid, path.resolve().as_uri()))  # type: ignore[attr-defined]
     publisher.flush()  # type: ignore[attr-defined]
     if not collector.wait(set(ids), timeout_s):
         missing = len(set(ids) - collector.seen.keys())
@@ -121,7 +122,9 @@ def bench_stream(
             if delay > 0:
                 time.sleep(delay)
             sent[pid] = time.time()
-            publisher.send(pid, upload_value(pid, paths[i % len(paths)]))  # send() serves delivery callbacks
+            publisher.send(
+                pid, upload_value(pid, paths[i % len(paths)].resolve().as_uri())
+            )  # send() serves delivery callbacks
         publisher.flush()
         if not collector.wait(set(lat_ids), 300):
             raise RuntimeError("latency-phase uploads got no outcome")

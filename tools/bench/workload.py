@@ -7,7 +7,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 from rich.console import Console
 from rich.progress import track
 
@@ -52,11 +51,3 @@ def megapixels(paths: list[Path]) -> float:
         with Image.open(p) as img:
             total += img.width * img.height
     return total / 1e6
-
-
-def upload_value(pid: str, path: Path) -> bytes:
-    from stream.events import now_rfc3339
-
-    return orjson.dumps(
-        {"photo_id": pid, "url": path.resolve().as_uri(), "uploaded_at": now_rfc3339(), "user_tags": []}
-    )
