@@ -360,6 +360,11 @@ def attach_agents(app: faust.App, topics: Topics, settings: Settings) -> None:
         finally:
             await asyncio.shield(pipeline.drain(settings.drain_timeout_s))
 
+    @app.on_partitions_assigned.connect
+    async def count_assignment(sender: faust.App, assigned: set, **kwargs: object) -> None:
+        """Count completed rebalances: a worker evicted again and again shows as a rising count."""
+        metrics.ASSIGNMENTS.inc()
+
     @app.task
     async def connect_triton() -> None:
         tagger.model_input = await tagger.client.wait_ready()

@@ -15,6 +15,7 @@ BATCH_SIZE = Histogram("darkroom_batch_size", "Images per Triton request", bucke
 TRITON_LATENCY = Histogram("darkroom_triton_seconds", "Triton request latency (each attempt)")
 RETRIES = Counter("darkroom_retries_total", "Transient failures retried, by what failed", ["target"])
 IN_FLIGHT = Gauge("darkroom_in_flight_events", "Upload events taken from Kafka and not yet acknowledged")
+ASSIGNMENTS = Counter("darkroom_partition_assignments_total", "Rebalances that ended with an assignment")
 LOAD_SECONDS = Histogram("darkroom_load_seconds", "Fetch + decode time per upload")
 END_TO_END = Histogram(
     "darkroom_end_to_end_seconds",
