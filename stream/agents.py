@@ -91,7 +91,12 @@ class Tagger:
     def __init__(self, settings: Settings, topics: Topics) -> None:
         self.settings = settings
         self.topics = topics
-        self.client = TaggerClient(settings.triton_grpc, settings.model_name, settings.triton_timeout_s)
+        self.client = TaggerClient(
+            settings.triton_grpc,
+            settings.model_name,
+            settings.triton_timeout_s,
+            settings.model_error_attempts,
+        )
         self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
         self.decoder = DecodePool(settings.decode_threads, settings.decode_timeout_s)
         self.model_input: ModelInput | None = None
@@ -166,7 +171,7 @@ class Tagger:
             if isinstance(result, PermanentError):
                 pending.append(await self._send_dead_letter(event, result))
             else:
-                good.append(result)
+                good.append((event, result))
         # Tag events go straight to the app's producer (acks=all): Faust's Topic.send would wrap each in
         # its own message and future objects first, which cost more per event than the produce itself.
         producer = self.topics.tags.app.producer
@@ -174,14 +179,18 @@ class Tagger:
         step = max(1, model_input.max_batch_size)
         for start in range(0, len(good), step):
             chunk = good[start : start + step]
-            predictions, version = await self.client.predict(np.stack([image for _, image in chunk]))
+            predictions = await self.client.predict(np.stack([image for _, (_, image) in chunk]))
             metrics.BATCH_SIZE.observe(len(chunk))
             tagged_at = now_rfc3339()
-            for (upload, _), prediction in zip(chunk, predictions, strict=True):
-                value = tag_event(upload, prediction.tags, self.settings.model_name, version, tagged_at)
+            for (event, (upload, _)), prediction in zip(chunk, predictions, strict=True):
+                if isinstance(prediction, PermanentError):  # the model fails on this input alone
+                    pending.append(await self._send_dead_letter(event, prediction))
+                    continue
+                tags, version = prediction.tags, prediction.version
+                value = tag_event(upload, tags, self.settings.model_name, version, tagged_at)
                 pending.append(await producer.send(topic, upload.photo_id.encode(), value, None, None, None))
                 metrics.observe_latency(upload.uploaded_at)
-            metrics.EVENTS_OUT.labels("tagged").inc(len(chunk))
+                metrics.EVENTS_OUT.labels("tagged").inc()
         return pending
 
     def _load(self, event: faust.EventT, model_input: ModelInput) -> asyncio.Future:

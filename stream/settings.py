@@ -54,6 +54,8 @@ class Settings:
     web_bind: str = field(default="127.0.0.1", metadata={"env": "DARKROOM_WEB_BIND"})
     web_port: int = field(default=6066, metadata={"env": "DARKROOM_WEB_PORT"})
     data_dir: str = field(default="/tmp/darkroom-worker", metadata={"env": "DARKROOM_DATA_DIR"})
+    #: tries of a Triton request whose answer is unusable before its inputs are narrowed down (model_error)
+    model_error_attempts: int = field(default=3, metadata={"env": "DARKROOM_MODEL_ERROR_ATTEMPTS"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -75,7 +77,7 @@ class Settings:
     def validate(self) -> None:
         """Reject values that would only fail later, far from their cause."""
         for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",
-                     "max_frames"):  # fmt: skip
+                     "max_frames", "model_error_attempts"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.batch_window_s < 0:
