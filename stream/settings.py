@@ -13,6 +13,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+#: time a rebalance needs besides the agent's grace period (commit, flush, JoinGroup), at least
+REBALANCE_MARGIN_S = 5.0
+
 
 class SettingsError(ValueError):
     """A setting has a value the worker cannot use; the message names the variable."""
@@ -56,6 +59,10 @@ class Settings:
     data_dir: str = field(default="/tmp/darkroom-worker", metadata={"env": "DARKROOM_DATA_DIR"})
     #: tries of a Triton request whose answer is unusable before its inputs are narrowed down (model_error)
     model_error_attempts: int = field(default=3, metadata={"env": "DARKROOM_MODEL_ERROR_ATTEMPTS"})
+    #: on a rebalance, how long batches in flight may take to finish before they are given back unacked
+    rebalance_grace_s: float = field(default=5.0, metadata={"env": "DARKROOM_REBALANCE_GRACE_S"})
+    #: how long the group waits for members to rejoin during a rebalance (Kafka's rebalance timeout)
+    rebalance_timeout_s: float = field(default=60.0, metadata={"env": "DARKROOM_REBALANCE_TIMEOUT_S"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -82,9 +89,15 @@ class Settings:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.batch_window_s < 0:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
-        for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s"):
+        for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s",
+                     "rebalance_grace_s", "rebalance_timeout_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
+        if self.rebalance_grace_s + REBALANCE_MARGIN_S > self.rebalance_timeout_s:
+            raise SettingsError(
+                f"DARKROOM_REBALANCE_GRACE_S ({self.rebalance_grace_s}) + {REBALANCE_MARGIN_S}s must not exceed "
+                f"DARKROOM_REBALANCE_TIMEOUT_S ({self.rebalance_timeout_s}): the group would evict the worker"
+            )
 
     @functools.cached_property
     def allowed_roots(self) -> tuple[str, ...]:

@@ -39,12 +39,13 @@ class FakeTagger:
 
     async def process(self, events: list[int]) -> None:
         gate = asyncio.get_running_loop().create_future()
+        index = len(self.batches)
         self.batches.append(list(events))
         self.gates.append(gate)
         try:
             await gate
         except asyncio.CancelledError:
-            self.cancelled.append(len(self.batches) - 1)
+            self.cancelled.append(index)
             raise
 
 
@@ -194,5 +195,43 @@ def test_a_drain_past_its_deadline_stops_without_acking_the_unfinished(stops):
             await pipeline.drain(0.3)
         assert stops == ["in-flight batches not finished in time"]
         assert stream.acked == [0, 1, 2, 3]
+
+    run(scenario)
+
+
+def test_release_gives_back_what_is_unfinished_unacked_and_serves_on():
+    """A rebalance during a Triton outage: the batch that finished is acked, everything else (in flight,
+    forming, queued, and the event the agent was waiting to queue) is given back unacked, and the
+    pipeline then serves new events with fresh tasks."""
+
+    async def scenario(pipeline, tagger, stream):
+        # 8 in flight, 4 forming (waiting for a slot), 8 queued and 1 waiting for room
+        agent = asyncio.ensure_future(put(pipeline, range(25)))
+        full = lambda: len(pipeline.forming) == 4 and pipeline.queue.full()  # noqa: E731
+        await until(lambda: len(tagger.batches) == 2 and full(), "pipeline full")
+        tagger.gates[0].set_result(None)
+        await until(lambda: len(stream.acked) == 4 and len(tagger.batches) == 3 and full(), "full again")
+        assert not agent.done()
+        held = await pipeline.release(0.2)
+        await agent
+        assert sorted(held) == list(range(4, 25)) and pipeline.idle
+        assert tagger.cancelled == [1, 2], "the unfinished batches were not stopped"
+        await put(pipeline, range(100, 104))
+        await until(lambda: len(tagger.batches) == 4, "a new batch after the release")
+        assert tagger.batches[3] == [100, 101, 102, 103]
+        tagger.gates[3].set_result(None)
+        await until(lambda: len(stream.acked) == 8, "the new batch acked")
+        assert stream.acked == [0, 1, 2, 3, 100, 101, 102, 103]
+
+    run(scenario)
+
+
+def test_release_waits_for_batches_that_finish_within_the_grace_period():
+    async def scenario(pipeline, tagger, stream):
+        await put(pipeline, range(6))
+        await until(lambda: len(tagger.batches) == 2, "two batches in flight")
+        asyncio.get_running_loop().call_later(0.1, lambda: [g.set_result(None) for g in tagger.gates])
+        assert await pipeline.release(5.0) == []
+        assert stream.acked == list(range(6)) and tagger.cancelled == []
 
     run(scenario)
