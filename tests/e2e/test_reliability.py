@@ -45,10 +45,28 @@ WORKER_ENV = {
 }
 
 
+#: Appended to the served model.py: a solid magenta image makes scoring fail, as a model bug on one input
+#: would. Synthetic photos are never solid magenta, so every other drill sees the model unchanged.
+POISON = """
+
+def _scores_failing_on_magenta(self, images):
+    colour = images.reshape(len(images), -1, 3).mean(axis=1)
+    if ((colour[:, 0] > 250) & (colour[:, 1] < 5) & (colour[:, 2] > 250)).any():
+        raise RuntimeError("cannot score a solid magenta image")
+    return _onnx_scores(self, images)
+
+
+_onnx_scores = OnnxScores.__call__
+OnnxScores.__call__ = _scores_failing_on_magenta
+"""
+
+
 @pytest.fixture(scope="module")
 def env(synthetic_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("reliability")
     shutil.copytree(synthetic_model / "repo", base / "triton_models")
+    with (base / "triton_models" / "tagger" / "1" / "model.py").open("a") as fh:
+        fh.write(POISON)
     photos, outside = base / "photos", base / "outside"
     photos.mkdir()
     outside.mkdir()
@@ -207,6 +225,30 @@ def test_hostile_corpus_each_gets_its_code_worker_stays_up_with_bounded_memory(e
     publish(env, [("after-corpus", event("after-corpus", env["files"][2].as_uri()))])
     reader.wait_for({"after-corpus"}, timeout_s=30, grace_s=0)
     assert [t for t, _ in reader.outcomes["after-corpus"]] == ["photo-tags"]
+
+
+def test_an_input_the_model_fails_on_is_dead_lettered_model_error_and_the_rest_are_tagged(
+    env, outcome_reader
+):
+    stack, port = env["stack"], env["stack"].ports.worker_web
+    worker = stack.child("worker").proc
+    magenta = env["photos"] / "magenta.png"
+    Image.new("RGB", (200, 200), (255, 0, 255)).save(magenta)
+    uploads = good_uploads(env, "model-error", 15)
+    uploads.insert(7, ("model-error-magenta", event("model-error-magenta", magenta.as_uri())))
+    publish(env, uploads)
+    reader = outcome_reader(stack.bootstrap)
+    ids = {pid for pid, _ in uploads}
+    reader.wait_for(ids, timeout_s=120)
+    outs = reader.outcomes.pop("model-error-magenta", [])
+    assert [(topic, letter["error"]) for topic, letter in outs] == [("photo-uploads-dlq", "model_error")], (
+        outs
+    )
+    assert "cannot score a solid magenta image" in outs[0][1]["detail"]
+    assert_invariant(reader, ids - {"model-error-magenta"})  # the rest of its batch: tag events
+    assert stack.child("worker").proc is worker and worker.poll() is None, "the worker restarted"
+    assert worker_metric(port, "darkroom_retries_total", 'target="model"') >= 2
+    assert worker_metric(port, "darkroom_dead_letters_total", 'code="model_error"') == 1
 
 
 def test_kill_9_mid_batch_then_restart_loses_nothing(env, outcome_reader):
