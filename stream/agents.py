@@ -11,9 +11,11 @@ For each batch the tagger:
   in-flight event when acks arrive out of order, cannot happen; agent concurrency stays 1 for the same
   reason);
 * turns what retrying cannot fix into a dead letter, retries what it can (Triton without end, a photo's
-  source a bounded number of times), and stops the process (``os._exit``, no commit) on anything else;
+  source and an input the model fails on a bounded number of times), and stops the process (``os._exit``, no commit) on anything else;
 * on cancellation (SIGTERM, worker stop) the pipeline finishes what it holds before letting the
-  cancellation through, within ``drain_timeout_s``; past that it exits without committing (redelivered).
+  cancellation through, within ``drain_timeout_s``; past that it exits without committing (redelivered);
+* on a rebalance it finishes what it can within ``rebalance_grace_s`` and gives the rest back unacked
+  (read again by the partition's next owner), so a Triton outage never holds the group's rebalance.
 
 Outputs are idempotent: the same (photo_id, model_version) always gives the same tags, so a redelivered
 batch repeats identical events.
