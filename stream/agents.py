@@ -11,9 +11,11 @@ For each batch the tagger:
   in-flight event when acks arrive out of order, cannot happen; agent concurrency stays 1 for the same
   reason);
 * turns what retrying cannot fix into a dead letter, retries what it can (Triton without end, a photo's
-  source a bounded number of times), and stops the process (``os._exit``, no commit) on anything else;
+  source and an input the model fails on a bounded number of times), and stops the process (``os._exit``, no commit) on anything else;
 * on cancellation (SIGTERM, worker stop) the pipeline finishes what it holds before letting the
-  cancellation through, within ``drain_timeout_s``; past that it exits without committing (redelivered).
+  cancellation through, within ``drain_timeout_s``; past that it exits without committing (redelivered);
+* on a rebalance it finishes what it can within ``rebalance_grace_s`` and gives the rest back unacked
+  (read again by the partition's next owner), so a Triton outage never holds the group's rebalance.
 
 Outputs are idempotent: the same (photo_id, model_version) always gives the same tags, so a redelivered
 batch repeats identical events.
@@ -93,7 +95,12 @@ class Tagger:
     def __init__(self, settings: Settings, topics: Topics) -> None:
         self.settings = settings
         self.topics = topics
-        self.client = TaggerClient(settings.triton_grpc, settings.model_name, settings.triton_timeout_s)
+        self.client = TaggerClient(
+            settings.triton_grpc,
+            settings.model_name,
+            settings.triton_timeout_s,
+            settings.model_error_attempts,
+        )
         self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
         self.fetch_budget = ByteBudget(settings.fetch_budget_bytes)  # fetched bytes wait here, not in RAM
         self.decoder = DecodePool(
@@ -172,7 +179,7 @@ class Tagger:
             if isinstance(result, PermanentError):
                 pending.append(await self._send_dead_letter(event, result))
             else:
-                good.append(result)
+                good.append((event, result))
         # Tag events go straight to the app's producer (acks=all): Faust's Topic.send would wrap each in
         # its own message and future objects first, which cost more per event than the produce itself.
         producer = self.topics.tags.app.producer
@@ -180,14 +187,18 @@ class Tagger:
         step = max(1, model_input.max_batch_size)
         for start in range(0, len(good), step):
             chunk = good[start : start + step]
-            predictions, version = await self.client.predict(np.stack([image for _, image in chunk]))
+            predictions = await self.client.predict(np.stack([image for _, (_, image) in chunk]))
             metrics.BATCH_SIZE.observe(len(chunk))
             tagged_at = now_rfc3339()
-            for (upload, _), prediction in zip(chunk, predictions, strict=True):
-                value = tag_event(upload, prediction.tags, self.settings.model_name, version, tagged_at)
+            for (event, (upload, _)), prediction in zip(chunk, predictions, strict=True):
+                if isinstance(prediction, PermanentError):  # the model fails on this input alone
+                    pending.append(await self._send_dead_letter(event, prediction))
+                    continue
+                tags, version = prediction.tags, prediction.version
+                value = tag_event(upload, tags, self.settings.model_name, version, tagged_at)
                 pending.append(await producer.send(topic, upload.photo_id.encode(), value, None, None, None))
                 metrics.observe_latency(upload.uploaded_at)
-            metrics.EVENTS_OUT.labels("tagged").inc(len(chunk))
+                metrics.EVENTS_OUT.labels("tagged").inc()
         return pending
 
     def _load(self, event: faust.EventT, model_input: ModelInput) -> asyncio.Future:
@@ -262,22 +273,30 @@ class InOrderPipeline:
     strictly, one whole batch after the other and only once its outputs are durable, so no offset is
     ever acked while an earlier one is in flight: the out-of-order commit of faust-streaming #606 cannot
     happen, and at-least-once holds as with one batch at a time.
+
+    What it holds is bounded (``batch_size x depth`` queued, ``depth`` batches in flight), and on a
+    rebalance it can give all of it back unacked (``release``), so a Triton outage never holds a rebalance.
     """
 
     def __init__(self, tagger: Tagger, stream: faust.StreamT, settings: Settings) -> None:
-        depth = settings.pipeline_depth
         self.tagger = tagger
         self.stream = stream
         self.settings = settings
-        self.queue: asyncio.Queue[faust.EventT] = asyncio.Queue(maxsize=settings.batch_size * depth)
-        self.slots = asyncio.Semaphore(depth)
+        self.queue: asyncio.Queue[faust.EventT] = asyncio.Queue(
+            maxsize=settings.batch_size * settings.pipeline_depth
+        )
+        self.forming: list[faust.EventT] = []  # the batch the batcher is collecting
         self.inflight: collections.deque[tuple[list[faust.EventT], asyncio.Future]] = collections.deque()
         self.changed = asyncio.Event()
+        self._start()
+
+    def _start(self) -> None:
+        self.slots = asyncio.Semaphore(self.settings.pipeline_depth)
         self.tasks = [asyncio.ensure_future(self._batcher()), asyncio.ensure_future(self._acker())]
 
     @property
     def idle(self) -> bool:
-        return self.queue.empty() and not self.inflight
+        return self.queue.empty() and not self.forming and not self.inflight
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()
@@ -285,26 +304,29 @@ class InOrderPipeline:
         try:
             while True:
                 getter = getter or asyncio.ensure_future(self.queue.get())
-                batch = [await getter]
+                self.forming = [await getter]
                 getter = None
                 deadline = loop.time() + self.settings.batch_window_s
-                while len(batch) < self.settings.batch_size:
+                while len(self.forming) < self.settings.batch_size:
                     # What is already queued is taken at once (no get is pending here, so order holds)
-                    while len(batch) < self.settings.batch_size and not self.queue.empty():
-                        batch.append(self.queue.get_nowait())
-                    if len(batch) >= self.settings.batch_size:
+                    while len(self.forming) < self.settings.batch_size and not self.queue.empty():
+                        self.forming.append(self.queue.get_nowait())
+                    if len(self.forming) >= self.settings.batch_size:
                         break
                     getter = asyncio.ensure_future(self.queue.get())
                     # wait() never cancels the get: an event taken as the window closes is kept
                     done, _ = await asyncio.wait({getter}, timeout=max(0.0, deadline - loop.time()))
                     if not done:
                         break
-                    batch.append(getter.result())
+                    self.forming.append(getter.result())
                     getter = None
                 await self.slots.acquire()
+                batch, self.forming = self.forming, []
                 self.inflight.append((batch, asyncio.ensure_future(self.tagger.process(batch))))
                 self.changed.set()
         except asyncio.CancelledError:
+            if getter is not None and not getter.cancel():  # the get had just taken an event: held too
+                self.forming.append(getter.result())
             raise
         except BaseException:
             _stop_uncommitted("the batcher failed")
@@ -333,22 +355,56 @@ class InOrderPipeline:
         except BaseException:
             _stop_uncommitted("the acker failed")
 
-    async def drain(self, timeout_s: float) -> None:
-        """Finish and ack everything queued or in flight (shutdown); past ``timeout_s`` exit uncommitted."""
-        if not self.idle:
-            log.info("stopping: finishing %d queued and %d in-flight batch(es) first (up to %.0fs)",
-                     self.queue.qsize(), len(self.inflight), timeout_s)  # fmt: skip
+    async def _wait_idle(self, timeout_s: float) -> bool:
+        """Wait until everything taken is acked; whether that happened within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while not self.idle:
             if time.monotonic() > deadline:
-                _stop_uncommitted("in-flight batches not finished in time")
+                return False
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), 0.2)
             except TimeoutError:
                 pass
+        return True
+
+    async def drain(self, timeout_s: float) -> None:
+        """Finish and ack everything queued or in flight (shutdown); past ``timeout_s`` exit uncommitted."""
+        if not self.idle:
+            log.info("stopping: finishing %d queued and %d in-flight batch(es) first (up to %.0fs)",
+                     self.queue.qsize(), len(self.inflight), timeout_s)  # fmt: skip
+        if not await self._wait_idle(timeout_s):
+            _stop_uncommitted("in-flight batches not finished in time")
         for task in self.tasks:
             task.cancel()
+
+    async def release(self, grace_s: float) -> list[faust.EventT]:
+        """On a rebalance: let what is in flight finish for up to ``grace_s``, then give the rest back.
+
+        Given-back events are never acked, so their offsets are not committed and whichever worker owns
+        their partition after the rebalance reads them again (outputs already sent repeat identically).
+        Without this, Faust would wait for them to be acked before rejoining the group, i.e. for Triton
+        during an outage, and the group would evict the worker. Returns the events given back."""
+        if await self._wait_idle(grace_s):
+            return []
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        work = [future for _, future in self.inflight]
+        for future in work:
+            future.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+        held = [event for batch, _ in self.inflight for event in batch] + self.forming
+        self.inflight.clear()
+        self.forming = []
+        while not self.queue.empty():
+            held.append(self.queue.get_nowait())
+            if self.queue.empty():
+                await asyncio.sleep(0)  # a put that waited for room (the agent's event in hand) lands now
+        self._start()
+        self.changed.set()
+        log.warning("rebalance: gave back %d unacked events still in flight after %.0fs", len(held), grace_s)
+        return held
 
 
 def _stop_uncommitted(why: str) -> None:
@@ -364,11 +420,17 @@ def attach_agents(app: faust.App, topics: Topics, settings: Settings) -> None:
     async def tag_uploads(stream: faust.StreamT) -> None:
         manual = stream.noack()  # acked by the pipeline, in order, once outputs are durable
         pipeline = InOrderPipeline(tagger, manual, settings)
+        app.release_held = functools.partial(pipeline.release, settings.rebalance_grace_s)  # type: ignore[attr-defined]
         try:
             async for event in manual.events():
                 await pipeline.queue.put(event)
         finally:
             await asyncio.shield(pipeline.drain(settings.drain_timeout_s))
+
+    @app.on_partitions_assigned.connect
+    async def count_assignment(sender: faust.App, assigned: set, **kwargs: object) -> None:
+        """Count completed rebalances: a worker evicted again and again shows as a rising count."""
+        metrics.ASSIGNMENTS.inc()
 
     @app.task
     async def connect_triton() -> None:

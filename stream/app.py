@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import faust
@@ -46,10 +47,30 @@ class PromptConsumer(aiokafka_driver.Consumer):
 
 
 class TaggerApp(faust.App):
-    """The worker's app: Faust's, with a prompt consumer, and the idempotent producer when
-    ``producer_idempotence`` is set."""
+    """The worker's app: Faust's, with a prompt consumer, the idempotent producer when
+    ``producer_idempotence`` is set, and a rebalance that does not wait for Triton."""
 
     idempotent_producer: bool = False
+    #: set by the agent: gives back (unacked) the events it cannot finish soon, and returns them
+    release_held: Callable[[], Awaitable[list[faust.EventT]]] | None = None
+    _revoking: bool = False
+
+    async def _on_partitions_revoked(self, revoked: set[faust.types.TP]) -> None:
+        self._revoking = True
+        try:
+            await super()._on_partitions_revoked(revoked)
+        finally:
+            self._revoking = False
+
+    async def _consumer_wait_empty(self, consumer: faust.types.ConsumerT, logger: object) -> None:
+        """During a rebalance Faust waits here until every event taken is acked: during a Triton outage
+        that would be never, and the group would evict the worker. The agent gives back what it cannot
+        finish within its grace period instead; those events are no longer waited for (nor committed).
+        At shutdown nothing is given back: the agent drains (DARKROOM_DRAIN_TIMEOUT_S)."""
+        if self._revoking and self.release_held is not None:
+            for event in await self.release_held():
+                consumer.unacked.discard(event.message)
+        await super()._consumer_wait_empty(consumer, logger)
 
     def _new_producer(self) -> faust.types.ProducerT:
         if self.idempotent_producer:
@@ -78,6 +99,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Topics]:
         # Outputs are awaited per batch before the input offsets may move; commit often after that.
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
+        # A member must rejoin within this during a rebalance; the agent gives back what it holds after
+        # rebalance_grace_s (< this, validated), so a rebalance completes even while Triton is down.
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,  # acks=all: an output is acknowledged once every in-sync replica has it

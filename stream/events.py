@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_FRAMES = "too_many_frames"
     DECODE_FAILED = "decode_failed"
     DECODE_TIMEOUT = "decode_timeout"
+    #: the model kept failing on this one input (or answering it unusably) while it answered others
+    MODEL_ERROR = "model_error"
 
 
 class SourceUnavailable(Exception):

@@ -3,6 +3,16 @@
 The model (``triton_models/tagger``) applies its own vocabulary and calibrated thresholds and returns,
 per image, the tags to publish as JSON; the response names the model version that produced them, so a tag
 event can never mix the vocabulary of one version with the scores of another.
+
+Failures are told apart by what they say about the inputs (docs/reliability.md):
+
+* transient (Triton down, overloaded, past the deadline): retried without end, never a dead letter;
+* an answer the worker cannot use (a model error, a missing output, too few or too many rows, a row that is
+  not JSON tag pairs): the request is tried ``model_error_attempts`` times, then, if the model still answers
+  a blank probe image, split in halves until the inputs it fails on are alone; each of those becomes a
+  ``model_error`` dead letter and the rest are tagged. If the probe fails too, the model is broken for every
+  input, so the failure is treated as transient;
+* a request Triton calls malformed: a worker/model mismatch, raised (the worker stops uncommitted).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from stream import metrics
+from stream.events import ErrorCode, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +38,9 @@ TAGS_OUTPUT = "TAGS"
 
 #: gRPC status codes that mean "this request itself is wrong": retrying cannot help.
 _PERMANENT_STATUS = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.UNIMPLEMENTED"})
+#: gRPC status codes of a failure inside the model (the Python backend's TritonError): maybe one input's.
+_MODEL_STATUS = frozenset({"StatusCode.INTERNAL", "StatusCode.UNKNOWN"})
+INITIAL_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0
 
 #: gRPC reconnects on its own schedule (default backoff grows to 120 s): while it waits, every call fails
@@ -55,16 +69,58 @@ class ModelInput:
 
 @dataclass(frozen=True)
 class Prediction:
+    """One image's tags (sorted, above threshold) and the model version that chose them."""
+
     tags: list[tuple]  # (tag, score), or (tag, score, id) when the model's vocabulary has stable tag ids
+    version: str
+
+
+class ModelAnswerError(Exception):
+    """Triton answered a request, but not with one usable TAGS row per image."""
+
+
+def parse_answer(result: grpcclient.InferResult, images: int) -> list[Prediction]:
+    """One Prediction per image from an inference result; ModelAnswerError naming what is wrong with it."""
+    version = result.get_response().model_version
+    tags = result.as_numpy(TAGS_OUTPUT)
+    if tags is None:
+        raise ModelAnswerError(f"the answer has no {TAGS_OUTPUT} output")
+    rows = tags.reshape(-1)
+    if len(rows) != images:
+        raise ModelAnswerError(f"{len(rows)} {TAGS_OUTPUT} rows for {images} images")
+    return [Prediction(_parse_row(i, row), version) for i, row in enumerate(rows)]
+
+
+def _parse_row(index: int, row: object) -> list[tuple]:
+    """A TAGS row: JSON ``[[tag, score], ...]``, or ``[[tag, score, id], ...]`` with stable tag ids."""
+    try:
+        items = orjson.loads(row)  # type: ignore[arg-type]
+        if not isinstance(items, list):
+            raise TypeError(f"a {type(items).__name__}, not a list")
+        tags = []
+        for item in items:
+            if not (isinstance(item, list) and 2 <= len(item) <= 3 and isinstance(item[0], str)):
+                raise ValueError(f"{str(item)[:80]} is not [tag, score] or [tag, score, id]")
+            if len(item) == 3 and not isinstance(item[2], str):
+                raise ValueError(f"the id of {item[0][:80]!r} is not a string")
+            tags.append((item[0], float(item[1]), *item[2:]))
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ModelAnswerError(
+            f"{TAGS_OUTPUT} row {index} is not JSON [[tag, score(, id)], ...]: {exc}"
+        ) from None
+    return tags
 
 
 class TaggerClient:
     """Async client for the ``tagger`` model. Transient failures are retried with capped backoff."""
 
-    def __init__(self, url: str, model_name: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, model_name: str, timeout_s: float = 10.0, model_error_attempts: int = 3
+    ) -> None:
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
+        self.model_error_attempts = model_error_attempts
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
         self.retries = 0
 
@@ -97,35 +153,76 @@ class TaggerClient:
         except InferenceServerException:
             return False
 
-    async def predict(self, images: np.ndarray) -> tuple[list[Prediction], str]:
-        """Tag a uint8 batch ``[N, H, W, 3]``; returns one Prediction per image and the model version.
+    async def predict(self, images: np.ndarray) -> list[Prediction | PermanentError]:
+        """Tag a uint8 batch ``[N, H, W, 3]``: per image, its Prediction or its ``model_error``.
 
-        Unavailable, overloaded, timed out: retried without end (capped backoff), since every event needs
-        Triton and none may be dead-lettered for its absence. A request Triton calls malformed is raised:
-        that is a worker/model mismatch, and the agent stops rather than commit past it."""
-        delay = 0.2
+        Transient failures are retried without end (every event needs Triton, none may be dead-lettered
+        for its absence); unusable answers are narrowed down to the inputs they come from (module doc)."""
+        delay = INITIAL_BACKOFF_S
+        while True:
+            answer = await self._tries(images)
+            if not isinstance(answer, ModelAnswerError):
+                return answer
+            probe = await self._tries(np.zeros((1, *images.shape[1:]), np.uint8), attempts=1)
+            if not isinstance(probe, ModelAnswerError):
+                break  # the model answers a blank image: the fault lies with (some of) these inputs
+            # The model fails on a blank image too: it is broken for everything, not for these inputs.
+            self._count_retry("triton", f"model fails on a blank probe too ({answer})", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+        if len(images) == 1:
+            detail = f"{answer} ({self.model_error_attempts} tries; a blank probe image was answered)"
+            return [PermanentError(ErrorCode.MODEL_ERROR, detail)]
+        half = len(images) // 2
+        return [*await self.predict(images[:half]), *await self.predict(images[half:])]
+
+    async def _tries(
+        self, images: np.ndarray, attempts: int | None = None
+    ) -> list[Prediction] | ModelAnswerError:
+        """Up to ``attempts`` (default ``model_error_attempts``) usable-answer tries of one request, each
+        retried without end while Triton is unavailable; the last ModelAnswerError if none was usable."""
+        attempts = attempts or self.model_error_attempts
+        delay = INITIAL_BACKOFF_S
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._answer(images)
+            except ModelAnswerError as exc:
+                error = exc
+            if attempt < attempts:
+                self._count_retry("model", str(error), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        return error
+
+    async def _answer(self, images: np.ndarray) -> list[Prediction]:
+        """One usable answer for ``images``, retrying transient failures without end."""
+        delay = INITIAL_BACKOFF_S
         while True:
             try:
                 with metrics.TRITON_LATENCY.time():
-                    return await self._infer_once(images)
+                    result = await self._infer_once(images)
+                return parse_answer(result, len(images))
             except InferenceServerException as exc:
-                if str(exc.status()) in _PERMANENT_STATUS:
+                status = str(exc.status())
+                if status in _PERMANENT_STATUS:
                     raise
-                self.retries += 1
-                metrics.RETRIES.labels("triton").inc()
-                log.warning("Triton call failed (%s %s); retry in %.1fs", exc.status(), exc.message(), delay)
+                if status in _MODEL_STATUS:
+                    raise ModelAnswerError(f"model error {status}: {exc.message()}") from None
+                self._count_retry("triton", f"{exc.status()} {exc.message()}", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
-    async def _infer_once(self, images: np.ndarray) -> tuple[list[Prediction], str]:
+    def _count_retry(self, target: str, reason: str, delay: float) -> None:
+        self.retries += 1
+        metrics.RETRIES.labels(target).inc()
+        log.warning("Triton call failed (%s); retry in %.1fs", reason[:300], delay)
+
+    async def _infer_once(self, images: np.ndarray) -> grpcclient.InferResult:
         inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")
         inp.set_data_from_numpy(images)
-        result = await self._client.infer(
+        return await self._client.infer(
             self.model_name,
             [inp],
             outputs=[grpcclient.InferRequestedOutput(TAGS_OUTPUT)],
             client_timeout=self.timeout_s,
         )
-        version = result.get_response().model_version
-        rows = result.as_numpy(TAGS_OUTPUT).reshape(-1)
-        return [Prediction([tuple(tag) for tag in orjson.loads(row)]) for row in rows], version

@@ -21,6 +21,7 @@ DECODES_ABANDONED = Gauge(
 PHOTO_BYTES_HELD = Gauge(
     "darkroom_photo_bytes_held", "Bytes of the fetch budget held by photos being fetched or waiting to decode"
 )
+ASSIGNMENTS = Counter("darkroom_partition_assignments_total", "Rebalances that ended with an assignment")
 LOAD_SECONDS = Histogram("darkroom_load_seconds", "Fetch + decode time per upload")
 END_TO_END = Histogram(
     "darkroom_end_to_end_seconds",

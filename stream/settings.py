@@ -19,6 +19,8 @@ PROCESS_RESERVE_BYTES = 512 * 1024**2
 #: one converted copy (the RGB that alpha is composited into, or a transposed frame) and a byte of slack for
 #: the decoder's own buffers; stream/images.py keeps to it, tests/stream/test_byte_budget.py measures it
 DECODE_BYTES_PER_PIXEL = 9
+#: time a rebalance needs besides the agent's grace period (commit, flush, JoinGroup), at least
+REBALANCE_MARGIN_S = 5.0
 
 
 class SettingsError(ValueError):
@@ -78,6 +80,12 @@ class Settings:
     #: the worker's memory limit (Kubernetes: the container's, from the downward API); photos are budgeted
     #: from it (``fetch_budget_bytes``) so that an OOM kill, which is never dead-lettered, cannot happen
     memory_limit_bytes: int = field(default=2 * 1024**3, metadata={"env": "DARKROOM_MEMORY_LIMIT_BYTES"})
+    #: tries of a Triton request whose answer is unusable before its inputs are narrowed down (model_error)
+    model_error_attempts: int = field(default=3, metadata={"env": "DARKROOM_MODEL_ERROR_ATTEMPTS"})
+    #: on a rebalance, how long batches in flight may take to finish before they are given back unacked
+    rebalance_grace_s: float = field(default=5.0, metadata={"env": "DARKROOM_REBALANCE_GRACE_S"})
+    #: how long the group waits for members to rejoin during a rebalance (Kafka's rebalance timeout)
+    rebalance_timeout_s: float = field(default=60.0, metadata={"env": "DARKROOM_REBALANCE_TIMEOUT_S"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -99,12 +107,13 @@ class Settings:
     def validate(self) -> None:
         """Reject values that would only fail later, far from their cause."""
         for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",
-                     "max_frames", "max_abandoned_decodes"):  # fmt: skip
+                     "max_frames", "max_abandoned_decodes", "model_error_attempts"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.batch_window_s < 0:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
-        for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s"):
+        for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s",
+                     "rebalance_grace_s", "rebalance_timeout_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
         if (
@@ -116,6 +125,11 @@ class Settings:
                 f"decode(s) (DARKROOM_DECODE_THREADS) of up to {self.decode_memory_bytes} bytes; one photo "
                 f"needs DARKROOM_MAX_IMAGE_BYTES={self.max_image_bytes}: raise the limit or lower the "
                 "decode threads, DARKROOM_MAX_IMAGE_PIXELS or DARKROOM_MAX_IMAGE_BYTES"
+            )
+        if self.rebalance_grace_s + REBALANCE_MARGIN_S > self.rebalance_timeout_s:
+            raise SettingsError(
+                f"DARKROOM_REBALANCE_GRACE_S ({self.rebalance_grace_s}) + {REBALANCE_MARGIN_S}s must not exceed "
+                f"DARKROOM_REBALANCE_TIMEOUT_S ({self.rebalance_timeout_s}): the group would evict the worker"
             )
         self._validate_kafka_security()
 

@@ -31,6 +31,7 @@ from trainer.data.synthetic import make_photo_set
 pytestmark = pytest.mark.e2e
 INPUTS: set[str] = set()  # every photo_id this module publishes: no output may name another
 PUBLISHED = [0]  # records this module published to photo-uploads (the group must commit all of them)
+RESUME_LIMIT_S = 20.0  # after Triton is ready again, every upload published during its outage is tagged
 GROUP = f"darkroom-reliability-{uuid.uuid4().hex[:8]}"
 WORKER_ENV = {
     "DARKROOM_GROUP_ID": GROUP,
@@ -44,10 +45,28 @@ WORKER_ENV = {
 }
 
 
+#: Appended to the served model.py: a solid magenta image makes scoring fail, as a model bug on one input
+#: would. Synthetic photos are never solid magenta, so every other drill sees the model unchanged.
+POISON = """
+
+def _scores_failing_on_magenta(self, images):
+    colour = images.reshape(len(images), -1, 3).mean(axis=1)
+    if ((colour[:, 0] > 250) & (colour[:, 1] < 5) & (colour[:, 2] > 250)).any():
+        raise RuntimeError("cannot score a solid magenta image")
+    return _onnx_scores(self, images)
+
+
+_onnx_scores = OnnxScores.__call__
+OnnxScores.__call__ = _scores_failing_on_magenta
+"""
+
+
 @pytest.fixture(scope="module")
 def env(synthetic_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("reliability")
     shutil.copytree(synthetic_model / "repo", base / "triton_models")
+    with (base / "triton_models" / "tagger" / "1" / "model.py").open("a") as fh:
+        fh.write(POISON)
     photos, outside = base / "photos", base / "outside"
     photos.mkdir()
     outside.mkdir()
@@ -104,6 +123,37 @@ def http_status(url: str) -> int:
 def memory_kb(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     return {k: int(re.search(rf"^{k}:\s+(\d+) kB", status, re.M).group(1)) for k in ("VmRSS", "VmHWM")}
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now (a process still starting refuses the connection)."""
+    try:
+        return http_status(url) == 200
+    except OSError:
+        return False
+
+
+def wait_until(check, timeout_s: float, what: str, poll_s: float = 0.2) -> float:
+    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout_s``. Returns the seconds taken."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s:.0f}s"
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+def committed(bootstrap: str) -> int:
+    """Offsets the worker group has committed on ``photo-uploads``, summed over its partitions. (Tansu's
+    ListOffsets "latest" answers the last batch's base offset + 1, so end offsets are not compared here:
+    the count of records this module published is.)"""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
+    try:  # committed() is an OffsetFetch: it reads the group's offsets without joining the group
+        parts = [
+            TopicPartition("photo-uploads", p) for p in sorted(consumer.partitions_for_topic("photo-uploads"))
+        ]
+        return sum(consumer.committed(tp) or 0 for tp in parts)
+    finally:
+        consumer.close()
 
 
 def assert_invariant(reader, photo_ids: set[str]) -> int:
@@ -177,23 +227,54 @@ def test_hostile_corpus_each_gets_its_code_worker_stays_up_with_bounded_memory(e
     assert [t for t, _ in reader.outcomes["after-corpus"]] == ["photo-tags"]
 
 
-def test_kill_9_mid_batch_then_restart_loses_nothing(env, outcome_reader):
+def test_an_input_the_model_fails_on_is_dead_lettered_model_error_and_the_rest_are_tagged(
+    env, outcome_reader
+):
     stack, port = env["stack"], env["stack"].ports.worker_web
-    uploads = good_uploads(env, "kill9", 240)
+    worker = stack.child("worker").proc
+    magenta = env["photos"] / "magenta.png"
+    Image.new("RGB", (200, 200), (255, 0, 255)).save(magenta)
+    uploads = good_uploads(env, "model-error", 15)
+    uploads.insert(7, ("model-error-magenta", event("model-error-magenta", magenta.as_uri())))
     publish(env, uploads)
-    deadline = time.monotonic() + 30
-    while worker_metric(port, "darkroom_in_flight_events") == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    in_flight = worker_metric(port, "darkroom_in_flight_events")
-    assert stack.kill_child("worker", signal.SIGKILL) == -signal.SIGKILL
+    reader = outcome_reader(stack.bootstrap)
+    ids = {pid for pid, _ in uploads}
+    reader.wait_for(ids, timeout_s=120)
+    outs = reader.outcomes.pop("model-error-magenta", [])
+    assert [(topic, letter["error"]) for topic, letter in outs] == [("photo-uploads-dlq", "model_error")], (
+        outs
+    )
+    assert "cannot score a solid magenta image" in outs[0][1]["detail"]
+    assert_invariant(reader, ids - {"model-error-magenta"})  # the rest of its batch: tag events
+    assert stack.child("worker").proc is worker and worker.poll() is None, "the worker restarted"
+    assert worker_metric(port, "darkroom_retries_total", 'target="model"') >= 2
+    assert worker_metric(port, "darkroom_dead_letters_total", 'code="model_error"') == 1
+
+
+def test_kill_9_mid_batch_then_restart_loses_nothing(env, outcome_reader):
+    """Triton is frozen (SIGSTOP) while the uploads arrive, so a batch is surely unfinished when the worker
+    is killed: its events must come back from the uncommitted offsets, not from luck."""
+    stack, port = env["stack"], env["stack"].ports.worker_web
+    triton = stack.child("triton").proc
+    uploads = good_uploads(env, "kill9", 240)
+    triton.send_signal(signal.SIGSTOP)
+    try:
+        publish(env, uploads)
+        wait_until(lambda: worker_metric(port, "darkroom_in_flight_events") > 0, 30, "a batch in flight")
+        in_flight = worker_metric(port, "darkroom_in_flight_events")
+        assert stack.kill_child("worker", signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        triton.send_signal(signal.SIGCONT)
     killed_at = time.monotonic()
+    uncommitted = PUBLISHED[0] - committed(stack.bootstrap)
+    assert in_flight > 0 and uncommitted >= in_flight, (in_flight, uncommitted)
     stack.start_worker()
     reader = outcome_reader(stack.bootstrap)
     ids = {pid for pid, _ in uploads}
     reader.wait_for(ids, timeout_s=120)
     duplicates = assert_invariant(reader, ids)
-    print(f"\nkill -9 with {in_flight:.0f} events in flight: all {len(ids)} tagged "
-          f"{time.monotonic() - killed_at:.1f}s after the kill, {duplicates} duplicates (identical)")  # fmt: skip
+    print(f"\nkill -9 with {in_flight:.0f} events in flight ({uncommitted} uncommitted): all {len(ids)} "
+          f"tagged {time.monotonic() - killed_at:.1f}s after the kill, {duplicates} duplicates (identical)")  # fmt: skip
 
 
 def test_sigterm_drains_the_batch_in_flight_and_commits(env, outcome_reader):
@@ -237,15 +318,15 @@ def test_triton_down_20s_nothing_dead_lettered_and_resumes_quickly(env, outcome_
     stopped_at = time.monotonic()
     uploads = good_uploads(env, "outage", 48)
     publish(env, uploads)
-    time.sleep(4)  # readiness is refreshed every 2 s
-    assert http_status(f"http://127.0.0.1:{port}/health/ready") == 503, "ready while Triton is down"
+    ready_url = f"http://127.0.0.1:{port}/health/ready"
+    wait_until(lambda: http_status(ready_url) == 503, 15, "readiness 503 while Triton is down")
     assert http_status(f"http://127.0.0.1:{port}/health/live") == 200, "liveness must not depend on Triton"
     time.sleep(max(0.0, 20 - (time.monotonic() - stopped_at)))
     stack.restart_triton()
     ready_at = time.monotonic()
     reader = outcome_reader(stack.bootstrap)
     ids = {pid for pid, _ in uploads}
-    while time.monotonic() - ready_at < 30 and not ids <= set(reader.outcomes):
+    while time.monotonic() - ready_at < 60 and not ids <= set(reader.outcomes):
         reader.poll(0.2)
     resumed_s = time.monotonic() - ready_at
     reader.poll(2)
@@ -253,23 +334,61 @@ def test_triton_down_20s_nothing_dead_lettered_and_resumes_quickly(env, outcome_
     retries = worker_metric(port, "darkroom_retries_total", 'target="triton"') - retries_before
     print(f"\nTriton down {ready_at - stopped_at:.0f}s (restart included): {retries:.0f} retries, all {len(ids)} "
           f"tagged {resumed_s:.1f}s after Triton was ready, {duplicates} duplicates")  # fmt: skip
-    assert resumed_s <= 10, f"took {resumed_s:.1f}s after Triton was ready"
+    # measured 1.1-3.5 s; the margin is for a loaded 2-core machine (a stuck reconnect took 30 s and more)
+    assert resumed_s <= RESUME_LIMIT_S, f"took {resumed_s:.1f}s after Triton was ready"
     assert retries > 0
     assert http_status(f"http://127.0.0.1:{port}/health/ready") == 200
 
 
-def committed(bootstrap: str) -> int:
-    """Offsets the worker group has committed on ``photo-uploads``, summed over its partitions. (Tansu's
-    ListOffsets "latest" answers the last batch's base offset + 1, so end offsets are not compared here:
-    the count of records this module published is.)"""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
-    try:  # committed() is an OffsetFetch: it reads the group's offsets without joining the group
-        parts = [
-            TopicPartition("photo-uploads", p) for p in sorted(consumer.partitions_for_topic("photo-uploads"))
-        ]
-        return sum(consumer.committed(tp) or 0 for tp in parts)
+def test_worker_joining_while_triton_is_down_rebalances_without_eviction_and_loses_nothing(
+    env, outcome_reader
+):
+    """Triton stopped with a batch in flight, a second worker joins: the rebalance must complete during the
+    outage (the first worker gives up what it holds, unacked, instead of waiting for Triton), neither worker
+    may be evicted or restart, and once Triton is back every upload is tagged and every offset committed."""
+    stack, port = env["stack"], env["stack"].ports.worker_web
+    first = stack.child("worker").proc
+    stack.kill_child("triton", signal.SIGTERM)
+    stopped_at = time.monotonic()
+    uploads = good_uploads(env, "outage-join", 64)
+    publish(env, uploads)
+    wait_until(lambda: worker_metric(port, "darkroom_in_flight_events") > 0, 30, "a batch in flight")
+    assignments = worker_metric(port, "darkroom_partition_assignments_total")
+    web2 = Ports.free().worker_web
+    second = stack._spawn_worker("worker-2", web2)  # start_worker would wait for readiness, i.e. Triton
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{web2}/health/live"), 60, "worker-2 up")
+        joined_s = wait_until(
+            lambda: (
+                worker_metric(web2, "darkroom_partition_assignments_total") > 0
+                and worker_metric(port, "darkroom_partition_assignments_total") > assignments
+            ),
+            60,
+            "the rebalance completed while Triton was down",
+            poll_s=0.5,
+        )
+        time.sleep(max(0.0, 25 - (time.monotonic() - stopped_at)))  # the outage outlasts session timeouts
+        stack.restart_triton()
+        reader = outcome_reader(stack.bootstrap)
+        ids = {pid for pid, _ in uploads}
+        reader.wait_for(ids, timeout_s=60)
+        duplicates = assert_invariant(reader, ids)  # every outcome a tag event: nothing dead-lettered
+        wait_until(lambda: committed(stack.bootstrap) == PUBLISHED[0], 30, "every offset committed", 1.0)
+        counts = [worker_metric(p, "darkroom_partition_assignments_total") for p in (port, web2)]
+        time.sleep(10)  # longer than the session timeout: an evicted member would rejoin within it
+        assert [worker_metric(p, "darkroom_partition_assignments_total") for p in (port, web2)] == counts, (
+            "the group kept rebalancing after Triton came back"
+        )
+        assert first.poll() is None and second.proc.poll() is None, "a worker exited"
+        print(f"\nworker joined during a {time.monotonic() - stopped_at:.0f}s Triton outage: rebalanced "
+              f"{joined_s:.1f}s after it started, all {len(ids)} tagged, {duplicates} duplicates, "
+              f"assignments {counts}")  # fmt: skip
+        assert stack.kill_child("worker-2", signal.SIGTERM) == 0, "worker-2 did not stop cleanly"
     finally:
-        consumer.close()
+        if second in stack.children:
+            stack.kill_child("worker-2", signal.SIGKILL)
+        if not any(c.name == "triton" for c in stack.children):
+            stack.restart_triton()  # the next drills need it
 
 
 def test_second_worker_joining_mid_stream_keeps_the_invariant_and_commits(env, outcome_reader):

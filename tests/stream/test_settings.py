@@ -22,3 +22,11 @@ def test_to_env_round_trips_through_every_variable():
     assert set(s.to_env()) == ENV_VARS
     assert Settings.from_env(s.to_env()) == s
     assert s.allowed_roots == ("/a", "/b")
+
+
+def test_rebalance_grace_must_leave_room_within_the_rebalance_timeout():
+    with pytest.raises(SettingsError, match="DARKROOM_REBALANCE_GRACE_S"):
+        Settings.from_env({"DARKROOM_REBALANCE_GRACE_S": "58", "DARKROOM_REBALANCE_TIMEOUT_S": "60"})
+    with pytest.raises(SettingsError, match="DARKROOM_MODEL_ERROR_ATTEMPTS"):
+        Settings.from_env({"DARKROOM_MODEL_ERROR_ATTEMPTS": "0"})
+    assert Settings.from_env({"DARKROOM_REBALANCE_GRACE_S": "10"}).rebalance_grace_s == 10
