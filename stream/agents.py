@@ -106,7 +106,7 @@ class Tagger:
         self.decoder = DecodePool(
             settings.decode_threads, settings.decode_timeout_s, settings.max_abandoned_decodes
         )
-        self.s3 = S3Options.from_env()  # DARKROOM_S3_*: to be folded into Settings
+        self.s3 = S3Options.from_settings(settings)
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False

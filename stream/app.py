@@ -1,4 +1,4 @@
-"""The one Faust app: settings in, topics declared once, agents attached."""
+"""The one Faust app: settings in, topics declared once. Agents are attached by whoever runs it (`darkroom worker`)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,4 @@ def create_app(settings: Settings) -> tuple[faust.App, Topics]:
         tags=app.topic(settings.tags_topic, **raw),
         dlq=app.topic(settings.dlq_topic, **raw),
     )
-    from stream.agents import attach_agents  # agents need the app; the app does not need them
-
-    attach_agents(app, topics, settings)
     return app, topics

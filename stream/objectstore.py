@@ -26,7 +26,7 @@ from typing import Any
 
 from stream.clients import IMAGE_SUFFIXES
 from stream.events import ErrorCode, PermanentError, SourceUnavailable
-from stream.settings import SettingsError
+from stream.settings import Settings, SettingsError
 
 _CHUNK = 64 * 1024
 MAX_KEY_BYTES = 1024  # S3's own limit on a key
@@ -81,16 +81,20 @@ class S3Options:
             )
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> S3Options:
+        """The object-store part of the worker's settings (``DARKROOM_S3_*``)."""
+        buckets = settings.s3_allowed_buckets.split(",")
+        return cls(
+            endpoint_url=settings.s3_endpoint_url or None,
+            allowed_buckets=frozenset(b.strip() for b in buckets if b.strip()),
+            region=settings.s3_region or None,
+            addressing_style=settings.s3_addressing_style or "auto",
+        )
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> S3Options:
         """Read the ``DARKROOM_S3_*`` variables of ``env`` (default: ``os.environ``)."""
-        env = os.environ if env is None else env
-        buckets = env.get("DARKROOM_S3_ALLOWED_BUCKETS", "")
-        return cls(
-            endpoint_url=env.get("DARKROOM_S3_ENDPOINT_URL") or None,
-            allowed_buckets=frozenset(b.strip() for b in buckets.split(",") if b.strip()),
-            region=env.get("DARKROOM_S3_REGION") or None,
-            addressing_style=env.get("DARKROOM_S3_ADDRESSING_STYLE") or "auto",
-        )
+        return cls.from_settings(Settings.from_env(env))
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

@@ -75,6 +75,15 @@ class Settings:
     web_bind: str = field(default="127.0.0.1", metadata={"env": "DARKROOM_WEB_BIND"})
     web_port: int = field(default=6066, metadata={"env": "DARKROOM_WEB_PORT"})
     data_dir: str = field(default="/tmp/darkroom-worker", metadata={"env": "DARKROOM_DATA_DIR"})
+    #: an S3-compatible server for ``s3://`` uploads (MinIO, Ceph, moto); empty means AWS itself
+    s3_endpoint_url: str = field(default="", metadata={"env": "DARKROOM_S3_ENDPOINT_URL"})
+    #: the only buckets ``s3://`` uploads may read, comma-separated; none by default, so every ``s3://``
+    #: upload is ``forbidden_url`` until a site names its own
+    s3_allowed_buckets: str = field(default="", metadata={"env": "DARKROOM_S3_ALLOWED_BUCKETS"})
+    #: the object store's region; empty means botocore's own (``AWS_REGION``, the config file)
+    s3_region: str = field(default="", metadata={"env": "DARKROOM_S3_REGION"})
+    #: ``path`` for most MinIO/Ceph set-ups, ``auto`` (or ``virtual``) for AWS
+    s3_addressing_style: str = field(default="auto", metadata={"env": "DARKROOM_S3_ADDRESSING_STYLE"})
     #: decode threads stuck past ``decode_timeout_s`` and still running, from which liveness fails (restart)
     max_abandoned_decodes: int = field(default=8, metadata={"env": "DARKROOM_MAX_ABANDONED_DECODES"})
     #: the worker's memory limit (Kubernetes: the container's, from the downward API); photos are budgeted

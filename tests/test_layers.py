@@ -54,6 +54,7 @@ from stream.settings import Settings
 from stream.app import create_app
 import stream.agents, stream.inference, stream.images, stream.events, stream.clients, search.cli, search.web
 app, topics = create_app(Settings())
+stream.agents.attach_agents(app, topics, Settings())
 from tools.cli import build_parser
 build_parser().parse_args(["worker"])
 print("ok", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))

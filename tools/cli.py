@@ -110,6 +110,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run the Faust worker with settings from DARKROOM_* variables and flags."""
     import faust
 
+    from stream.agents import attach_agents
     from stream.app import create_app
     from stream.settings import Settings, SettingsError
 
@@ -120,8 +121,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             group_id=args.group_id,
             batch_size=args.batch_size,
         )
-        # creating the app loads the TLS files and DARKROOM_S3_*: a bad one is a SettingsError too
-        app, _ = create_app(settings)
+        # the app loads the TLS files, the agents DARKROOM_S3_*: a bad one is a SettingsError too
+        app, topics = create_app(settings)
+        attach_agents(app, topics, settings)
     except SettingsError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
