@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 
-LOG_FORMAT_ENV = "DARKROOM_LOG_FORMAT"
+from stream.settings import Settings
+
+LOG_FORMAT_ENV = Settings.__dataclass_fields__["log_format"].metadata["env"]  # DARKROOM_LOG_FORMAT
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Attributes a caller may attach with ``extra=`` that JSON lines carry as fields of their own.

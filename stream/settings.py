@@ -31,50 +31,79 @@ class SettingsError(ValueError):
 class Settings:
     """Everything the worker needs to know about its surroundings."""
 
+    #: Kafka bootstrap servers, comma-separated host:port
     kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata={"env": "DARKROOM_KAFKA_BOOTSTRAP"})
-    #: Kafka TLS and SASL, for every client (worker, indexer, CLI): see stream/kafka_security.py
+    #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``, for every Kafka client (worker, indexer, CLI);
+    #: see stream/kafka_security.py and docs/deploy.md "Kafka security"
     kafka_security_protocol: str = field(
         default="PLAINTEXT", metadata={"env": "DARKROOM_KAFKA_SECURITY_PROTOCOL"}
-    )  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    )
+    #: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (with a ``SASL_*`` protocol)
     kafka_sasl_mechanism: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SASL_MECHANISM"})
+    #: the SASL user
     kafka_sasl_username: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SASL_USERNAME"})
-    kafka_sasl_password: str = field(
-        default="", repr=False, metadata={"env": "DARKROOM_KAFKA_SASL_PASSWORD"}
-    )  # repr=False: settings are logged, the password must not be
+    #: the SASL password (kept out of the settings' repr: settings are logged, the password must not be)
+    kafka_sasl_password: str = field(default="", repr=False, metadata={"env": "DARKROOM_KAFKA_SASL_PASSWORD"})
+    #: PEM file of the CA that signed the brokers' certificates (empty: the system's CAs)
     kafka_ssl_cafile: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SSL_CAFILE"})
+    #: PEM client certificate, for brokers that require mutual TLS (with the key file)
     kafka_ssl_certfile: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SSL_CERTFILE"})
+    #: PEM private key of the client certificate
     kafka_ssl_keyfile: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SSL_KEYFILE"})
+    #: the topic of new uploads (input)
     uploads_topic: str = field(default="photo-uploads", metadata={"env": "DARKROOM_UPLOADS_TOPIC"})
+    #: the topic of tag events (output, for search indexing)
     tags_topic: str = field(default="photo-tags", metadata={"env": "DARKROOM_TAGS_TOPIC"})
+    #: the dead-letter topic: bad input, with a reason code and the original value
     dlq_topic: str = field(default="photo-uploads-dlq", metadata={"env": "DARKROOM_DLQ_TOPIC"})
+    #: the workers' consumer group
     group_id: str = field(default="darkroom-tagger", metadata={"env": "DARKROOM_GROUP_ID"})
+    #: Triton's gRPC endpoint, host:port
     triton_grpc: str = field(default="127.0.0.1:8001", metadata={"env": "DARKROOM_TRITON_GRPC"})
+    #: the Triton model the worker asks for tags
     model_name: str = field(default="tagger", metadata={"env": "DARKROOM_MODEL_NAME"})
-    batch_size: int = field(default=64, metadata={"env": "DARKROOM_BATCH_SIZE"})  # events per micro-batch
-    # images per Triton request: a batch is inferred in chunks as its photos are decoded
+    #: events per micro-batch (acked together, in order)
+    batch_size: int = field(default=64, metadata={"env": "DARKROOM_BATCH_SIZE"})
+    #: images per Triton request: a micro-batch is inferred in chunks of this many as its photos are decoded
     infer_batch_size: int = field(default=16, metadata={"env": "DARKROOM_INFER_BATCH_SIZE"})
-    pipeline_depth: int = field(default=2, metadata={"env": "DARKROOM_PIPELINE_DEPTH"})  # batches in flight
+    #: micro-batches in flight at once (decoding the next overlaps inference of the current)
+    pipeline_depth: int = field(default=2, metadata={"env": "DARKROOM_PIPELINE_DEPTH"})
+    #: how long a micro-batch waits for more events before it starts, seconds
     batch_window_s: float = field(default=0.02, metadata={"env": "DARKROOM_BATCH_WINDOW_S"})
+    #: threads decoding photos
     decode_threads: int = field(default=2, metadata={"env": "DARKROOM_DECODE_THREADS"})
+    #: folders ``file://`` uploads may read, ``os.pathsep``-separated (none by default)
     file_roots: str = field(default="", metadata={"env": "DARKROOM_FILE_ROOTS"})
+    #: the most bytes a photo may have (``too_large`` past it)
     max_image_bytes: int = field(default=25 * 1024 * 1024, metadata={"env": "DARKROOM_MAX_IMAGE_BYTES"})
+    #: the most pixels a photo may have, checked from its header before decoding (``too_many_pixels``)
     max_image_pixels: int = field(default=50_000_000, metadata={"env": "DARKROOM_MAX_IMAGE_PIXELS"})
+    #: what one fetch may take end to end (resolution, connection, headers, body), seconds
     fetch_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_FETCH_TIMEOUT_S"})
     #: tries per upload when its source times out or answers 5xx/429, then dead letter ``fetch_unavailable``
     fetch_attempts: int = field(default=3, metadata={"env": "DARKROOM_FETCH_ATTEMPTS"})
     #: development only: let ``http://`` uploads reach 127.0.0.0/8 and ::1 (never other private addresses)
     allow_loopback_http: bool = field(default=False, metadata={"env": "DARKROOM_ALLOW_LOOPBACK_HTTP"})
+    #: the most frames an animation may have, counted before any is decoded (``too_many_frames``)
     max_frames: int = field(default=100, metadata={"env": "DARKROOM_MAX_FRAMES"})
+    #: what one decode may take, seconds, from when a thread picks the photo up (``decode_timeout``)
     decode_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_DECODE_TIMEOUT_S"})
     #: aiokafka ``enable_idempotence`` (needs InitProducerId v0, which embedded Tansu rejects; on for Kafka)
     producer_idempotence: bool = field(default=False, metadata={"env": "DARKROOM_PRODUCER_IDEMPOTENCE"})
     #: on SIGTERM, how long an in-flight batch may take to finish before the worker exits without committing
     drain_timeout_s: float = field(default=30.0, metadata={"env": "DARKROOM_DRAIN_TIMEOUT_S"})
+    #: what one Triton request may take before it is retried, seconds
     triton_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_TRITON_TIMEOUT_S"})
+    #: the consumer group's session timeout: a worker silent this long is taken out of the group, seconds
     session_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_SESSION_TIMEOUT_S"})
+    #: the address the health and metrics pages listen on (``0.0.0.0`` in the container image)
     web_bind: str = field(default="127.0.0.1", metadata={"env": "DARKROOM_WEB_BIND"})
+    #: the port of ``/health/live``, ``/health/ready`` and ``/metrics``
     web_port: int = field(default=6066, metadata={"env": "DARKROOM_WEB_PORT"})
+    #: Faust's data folder (the worker keeps no state there; tables are in memory)
     data_dir: str = field(default="/tmp/darkroom-worker", metadata={"env": "DARKROOM_DATA_DIR"})
+    #: ``text`` (the default) or ``json``: one JSON object per log line, for log pipelines (stream/logs.py)
+    log_format: str = field(default="text", metadata={"env": "DARKROOM_LOG_FORMAT"})
     #: an S3-compatible server for ``s3://`` uploads (MinIO, Ceph, moto); empty means AWS itself
     s3_endpoint_url: str = field(default="", metadata={"env": "DARKROOM_S3_ENDPOINT_URL"})
     #: the only buckets ``s3://`` uploads may read, comma-separated; none by default, so every ``s3://``
@@ -115,6 +144,10 @@ class Settings:
 
     def validate(self) -> None:
         """Reject values that would only fail later, far from their cause."""
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"DARKROOM_LOG_FORMAT={self.log_format!r}: use text or json")
+        if not 1 <= self.web_port <= 65535:
+            raise SettingsError(f"DARKROOM_WEB_PORT must be 1..65535, got {self.web_port}")
         for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",
                      "max_frames", "max_abandoned_decodes", "model_error_attempts"):  # fmt: skip
             if getattr(self, name) < 1:

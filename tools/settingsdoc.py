@@ -77,7 +77,9 @@ def rows() -> list[tuple[str, str, str]]:
 
 def render() -> str:
     """The whole page."""
-    escaped = [(env, default, meaning.replace("|", r"\|")) for env, default, meaning in rows()]
+    escaped = [
+        (env, default, meaning.replace("``", "`").replace("|", r"\|")) for env, default, meaning in rows()
+    ]
     body = "".join(f"| `{env}` | `{default}` | {meaning} |\n" for env, default, meaning in escaped)
     return HEADER + body
 
