@@ -174,7 +174,7 @@ def finetune_config(recipe: PaperRecipe, n: int, init_from: str, seed: int) -> T
     epochs = max(recipe.finetune_min_epochs, math.ceil(recipe.finetune_steps / steps_per_epoch))
     return TrainConfig(
         model=recipe.model, size=recipe.size, epochs=epochs, seed=seed, init_from=init_from,
-        lr=1e-3 if init_from else 3e-3,
+        lr=3e-3 if init_from == "scratch" else 1e-3, unfreeze=-1,
     )  # fmt: skip
 
 
@@ -249,7 +249,7 @@ def run_paper(out: Path, recipe: PaperRecipe, seed: int = 0, threads: int = 2) -
     )  # type: ignore[arg-type]
     save_checkpoint(model, config, pretrain_vocabulary(), None, ckpt_dir / "clean_pretrain.pt")
     inits = {
-        "scratch": "",
+        "scratch": "scratch",
         "clean_pretrain": str(ckpt_dir / "clean_pretrain.pt"),
         "noisy_pretrain": str(ckpt_dir / "noisy_only.pt"),
     }

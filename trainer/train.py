@@ -39,13 +39,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from trainer.data.manifest import ManifestError, PhotoSet, load_photo_set
+from trainer.finetune import (
+    FeatureCache,
+    HeadOnFeatures,
+    PartlyFrozenTagger,
+    freeze,
+    pick_view,
+    predict_features,
+)
 from trainer.metrics import average_precision, calibrate_thresholds, precision_recall_at_k
 from trainer.models import create_model
 from trainer.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Tagger
 from trainer.vocab.vocabulary import Vocabulary
 
 LOSSES = ("asl", "bce", "softmax")
+INIT_NAMES = ("auto", "scratch", "imagenet")
+#: Registered models whose published ImageNet weights ``create_model(..., pretrained=True)`` loads.
+IMAGENET_MODELS = ("efficientnet_lite0",)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 @dataclass
@@ -62,7 +74,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     loss: str = "asl"
-    init_from: str = ""  # a checkpoint whose backbone starts this training (fine-tuning); its head is new
+    # where the backbone starts: "auto" (ImageNet weights for a family that has them, else scratch),
+    # "scratch", "imagenet" or a checkpoint path; a pretrained start fine-tunes (see ``unfreeze``)
+    init_from: str = "auto"
+    # backbone blocks trained with the head from a pretrained start: 0 = head only, on cached features
+    # (trainer.finetune); N = the last N blocks too; -1 = every layer
+    unfreeze: int = 0
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -87,8 +104,24 @@ class TrainConfig:
             raise ValueError(f"option lr={self.lr!r} must be positive")
         if not 0 < self.target_precision <= 1:
             raise ValueError(f"option target_precision={self.target_precision!r} must be in (0, 1]")
-        if self.init_from and not Path(self.init_from).is_file():
-            raise ValueError(f"option init_from={self.init_from!r}: no such checkpoint file")
+        if self.init_from not in INIT_NAMES and not Path(self.init_from).is_file():
+            raise ValueError(
+                f"option init_from={self.init_from!r}: no such checkpoint file "
+                f"(or give one of {', '.join(INIT_NAMES)})"
+            )
+        if self.init_from == "imagenet" and self.model not in IMAGENET_MODELS:
+            raise ValueError(
+                f"option init_from='imagenet': {self.model} has no ImageNet weights "
+                f"(those that do: {', '.join(IMAGENET_MODELS)}); use 'scratch' or a checkpoint"
+            )
+        if self.unfreeze < -1:
+            raise ValueError(f"option unfreeze={self.unfreeze!r}: give -1 (all), 0 (head only) or N blocks")
+
+    def start(self) -> str:
+        """``init_from`` resolved: "scratch", "imagenet" or a checkpoint path."""
+        if self.init_from == "auto":
+            return "imagenet" if self.model in IMAGENET_MODELS else "scratch"
+        return self.init_from
 
 
 def asymmetric_loss(
@@ -152,6 +185,14 @@ def array_batches(
         yield images_t[idx], targets_t[idx]
 
 
+def flip_images(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random half of a uint8 NHWC batch mirrored: horizontal flips keep every label true."""
+    x = images.clone()
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    x[flip] = x[flip].flip(2)
+    return x
+
+
 def train_one_epoch(
     model: Tagger,
     step_net: nn.Module,
@@ -161,14 +202,13 @@ def train_one_epoch(
     sched: torch.optim.lr_scheduler.LRScheduler,
     gen: torch.Generator,
     on_step: Callable[[float], None] = lambda loss: None,
+    augment: Augment = flip_images,
 ) -> float:
-    """One pass over ``batches`` with horizontal flips; returns the mean loss."""
+    """One pass over ``batches``, each augmented (horizontal flips by default); returns the mean loss."""
     model.train()
     total, count = 0.0, 0
     for images, targets in batches:
-        x = images.clone()
-        flip = torch.rand(len(x), generator=gen) < 0.5  # horizontal flips keep every label true
-        x[flip] = x[flip].flip(2)
+        x = augment(images, gen)
         loss = loss_fn(step_net(model.normalize(x)), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -181,24 +221,49 @@ def train_one_epoch(
 
 
 def build_tagger(config: TrainConfig, num_classes: int, tags: list[str] | None = None) -> Tagger:
-    """A fresh network, or one that starts from ``config.init_from``: its backbone always, and its head
-    too when it predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean labels of the same
-    vocabulary keeps what the head learned; another label space gets a new head)."""
+    """A fresh network, or one that starts from ``config.start()``: ImageNet weights with a new head, or a
+    checkpoint's backbone, and its head too when it predicts exactly ``tags`` (fine-tuning a noisy-tag model
+    on clean labels of the same vocabulary keeps what the head learned; another label space gets a new head)."""
+    start = config.start()
+    if start in ("scratch", "imagenet"):
+        pretrained = {"pretrained": True} if start == "imagenet" else {}
+        net = create_model(config.model, num_classes=num_classes, **pretrained)
+        return Tagger(net, *preprocessing(net))
     net = create_model(config.model, num_classes=num_classes)
-    if config.init_from:
-        source = torch.load(config.init_from, map_location="cpu", weights_only=False)
-        if source.get("model") != config.model:
-            raise ValueError(
-                f"option init_from={config.init_from!r} holds a {source.get('model')!r}, not a {config.model!r}"
-            )
-        same_tags = tags is not None and source.get("vocab", {}).get("tags") == list(tags)
-        backbone = {k: v for k, v in source["state_dict"].items() if same_tags or not k.startswith("head.")}
+    source = read_init_checkpoint(start)
+    if source["model"] != config.model:
+        raise ValueError(f"option init_from={start!r} holds a {source['model']!r}, not a {config.model!r}")
+    same_tags = tags is not None and source.get("vocab", {}).get("tags") == list(tags)
+    backbone = {k: v for k, v in source["state_dict"].items() if same_tags or not k.startswith("head.")}
+    try:
         missing, unexpected = net.load_state_dict(backbone, strict=False)
-        if unexpected or any(not k.startswith("head.") for k in missing):
-            raise ValueError(
-                f"option init_from={config.init_from!r}: its backbone does not fit {config.model}"
-            )
-    return Tagger(net)
+    except RuntimeError as exc:  # mis-shaped tensors: another width of the same family
+        raise ValueError(
+            f"option init_from={start!r}: its backbone does not fit {config.model}: {exc}"
+        ) from None
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise ValueError(f"option init_from={start!r}: its backbone does not fit {config.model}")
+    return Tagger(net, *preprocessing(net))
+
+
+def read_init_checkpoint(path: str) -> dict:
+    """The checkpoint dict at ``path``; ValueError naming the option if it is not a Darkroom checkpoint."""
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
+        raise ValueError(
+            f"option init_from={path!r}: not a PyTorch checkpoint ({type(exc).__name__})"
+        ) from None
+    if not isinstance(source, dict) or not {"model", "state_dict"} <= set(source):
+        raise ValueError(
+            f"option init_from={path!r}: not a Darkroom checkpoint (no 'model' and 'state_dict')"
+        )
+    return source
+
+
+def preprocessing(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a network was trained with: its own ``mean``/``std`` where it declares them."""
+    return tuple(getattr(net, "mean", IMAGENET_MEAN)), tuple(getattr(net, "std", IMAGENET_STD))
 
 
 def fit(
@@ -210,6 +275,7 @@ def fit(
     resume: bool = False,
     until_epoch: int | None = None,
     label: str = "",
+    augment: Augment = flip_images,
 ) -> list[float]:
     """Train ``model`` for ``config.epochs``; returns the loss per epoch.
 
@@ -258,7 +324,7 @@ def fit(
             batches = epoch_batches(epoch, gen)
             losses.append(
                 train_one_epoch(
-                    model, step_net, batches, loss_function(config.loss), opt, sched, gen, on_step
+                    model, step_net, batches, loss_function(config.loss), opt, sched, gen, on_step, augment
                 )
             )
             if state_path is not None and rank == 0:
@@ -275,6 +341,30 @@ def fit(
                 torch.save(state, state_path.with_suffix(".tmp"))
                 os.replace(state_path.with_suffix(".tmp"), state_path)
     return losses
+
+
+def fit_head(
+    model: Tagger,
+    images: np.ndarray,
+    targets: np.ndarray,
+    val_images: np.ndarray,
+    config: TrainConfig,
+    cache: FeatureCache,
+) -> tuple[list[float], np.ndarray]:
+    """Train ``model``'s head on its frozen backbone's cached features; returns the losses and val scores."""
+    freeze(model, 0)
+    train_features = cache.features(model, images, config.model)
+    val_features = cache.features(model, val_images, config.model)
+    steps = batches_per_epoch(len(train_features), config.batch_size)
+    losses = fit(
+        HeadOnFeatures(model),  # type: ignore[arg-type]
+        lambda epoch, gen: array_batches(train_features, targets, config.batch_size, gen),
+        steps,
+        config,
+        label=f"head of {config.model}",
+        augment=pick_view,
+    )
+    return losses, predict_features(model, val_features)
 
 
 @torch.no_grad()
@@ -309,12 +399,13 @@ def make_checkpoint(
     skipped: list,
 ) -> dict:
     """The plain-dict checkpoint export and serving read: weights, input size, normalization, vocabulary."""
+    mean, std = preprocessing(model.net)
     return {
         "model": config.model,
         "state_dict": model.net.state_dict(),
         "input_size": [config.size, config.size],
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(mean),
+        "std": list(std),
         "vocab": vocab.to_dict(),
         "thresholds": thresholds,
         "config": dataclasses.asdict(config),
@@ -333,14 +424,24 @@ def main(
     until_epoch: int | None = None,
     cache_dir: Path | None = None,
     target: str = "user_tags",
+    feature_cache: Path | None = None,
 ) -> dict:
     """Train, evaluate on the clean validation set, calibrate thresholds there; save a plain-dict checkpoint.
 
     ``train_manifest`` is a JSONL manifest or a folder of tar shards (``trainer.data.shards``); ``target``
-    says which tags train: ``user_tags`` (noisy) or ``labels`` (clean, for fine-tuning).
+    says which tags train: ``user_tags`` (noisy) or ``labels`` (clean, for fine-tuning). From a pretrained
+    start with ``unfreeze`` = 0 only the head trains, on backbone features cached in ``feature_cache``
+    (default ``cache_dir/features``).
     """
     config.check()
     rank, world = distributed()
+    head_only = config.start() != "scratch" and config.unfreeze == 0
+    if head_only and (train_manifest.is_dir() or world > 1 or resume):
+        raise ValueError(
+            "a head on cached features trains from one manifest in one process and in seconds (no shards, "
+            "torchrun or --resume); set unfreeze=-1 to fine-tune every layer instead"
+        )
+    features = FeatureCache(feature_cache or (cache_dir or out / "cache") / "features") if head_only else None
     torch.set_num_threads(config.threads)
     out.mkdir(parents=True, exist_ok=True)
     val = load_data(val_manifest, vocab, config.size, cache_dir=cache_dir)
@@ -376,11 +477,16 @@ def main(
             return array_batches(train.images, targets, config.batch_size, gen, rank, world)
 
     started = time.time()
-    losses = fit(model, epoch_batches, steps, config, out / "train_state.pt", resume, until_epoch)
-    if rank != 0:
-        dist.barrier()
-        return {}
-    scores = predict(model, val.images)
+    if features is not None:
+        losses, scores = fit_head(model, train.images, targets, val.images, config, features)
+    else:
+        if config.start() != "scratch":
+            model = PartlyFrozenTagger(model, freeze(model, config.unfreeze))
+        losses = fit(model, epoch_batches, steps, config, out / "train_state.pt", resume, until_epoch)
+        if rank != 0:
+            dist.barrier()
+            return {}
+        scores = predict(model, val.images)
     metrics = evaluate(scores, val.clean_targets, vocab.tags)
     thresholds = calibrate_thresholds(scores, val.clean_targets, config.target_precision)
     from trainer.evaluate import threshold_reached
@@ -453,12 +559,18 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     parser.add_argument("--until-epoch", type=int, help="stop after this epoch (resume later)")
     parser.add_argument("--cache", type=Path, help="decode cache folder (default OUT/cache)")
+    parser.add_argument("--init", help="auto (default), scratch, imagenet or a checkpoint: sets init_from")
+    parser.add_argument("--unfreeze", type=int, help="backbone blocks trained with the head: sets unfreeze")
+    parser.add_argument(
+        "--feature-cache", type=Path, help="cached backbone features (default CACHE/features)"
+    )
     args = parser.parse_args(argv)
     try:
         values = json.loads(args.config.read_text()) if args.config else {}
     except (OSError, json.JSONDecodeError) as exc:
         parser.error(f"--config {args.config}: {exc}")
     values.update(parse_overrides(args.set, parser))
+    values.update({k: v for k, v in (("init_from", args.init), ("unfreeze", args.unfreeze)) if v is not None})
     from trainer.vocab.vocabulary import synthetic_vocabulary
 
     try:
@@ -466,7 +578,7 @@ def cli(argv: list[str] | None = None) -> int:
         config = TrainConfig.from_dict(values)
         ckpt = main(
             args.train, args.val, vocab, args.out, config, args.resume, args.until_epoch,
-            args.cache or args.out / "cache", args.target,
+            args.cache or args.out / "cache", args.target, args.feature_cache,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, ManifestError) as exc:
         parser.exit(2, f"darkroom train: error: {exc}\n")
