@@ -344,14 +344,24 @@ def _write_plan_version(
     return report
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Read a training checkpoint (a plain dict); ValueError naming the file if it is not one."""
+def read_torch_file(path: Path) -> object:
+    """Whatever ``torch.save`` wrote to ``path``; ValueError naming the file if it is missing or not one."""
     if not path.is_file():
         raise ValueError(f"checkpoint {path} not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise ValueError(f"{path} is not a PyTorch checkpoint: {type(exc).__name__}: {exc}") from None
+
+
+def is_checkpoint(obj: object) -> bool:
+    """Whether ``obj`` is a Darkroom checkpoint dict (has every key export and serving read)."""
+    return isinstance(obj, dict) and all(k in obj for k in CHECKPOINT_KEYS)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a training checkpoint (a plain dict); ValueError naming the file if it is not one."""
+    checkpoint = read_torch_file(path)
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         raise ValueError(

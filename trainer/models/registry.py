@@ -31,4 +31,4 @@ def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
 
 
 def _load_families() -> None:
-    from trainer.models import mobilenet, resnet  # noqa: F401  (register their variants)
+    from trainer.models import efficientnet_lite, mobilenet, resnet  # noqa: F401  (register their variants)
