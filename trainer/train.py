@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from trainer.data.manifest import ManifestError, PhotoSet, load_photo_set
+from trainer.export import is_checkpoint, read_torch_file
 from trainer.finetune import (
     FeatureCache,
     HeadOnFeatures,
@@ -50,11 +51,12 @@ from trainer.finetune import (
 from trainer.metrics import average_precision, calibrate_thresholds, precision_recall_at_k
 from trainer.models import create_model
 from trainer.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Tagger
+from trainer.models.weights import load_weights
 from trainer.vocab.vocabulary import Vocabulary
 
 LOSSES = ("asl", "bce", "softmax")
 INIT_NAMES = ("auto", "scratch", "imagenet")
-#: Registered models whose published ImageNet weights ``create_model(..., pretrained=True)`` loads.
+#: Registered models with published ImageNet weights (``efficientnet_lite.pretrained_weights``).
 IMAGENET_MODELS = ("efficientnet_lite0",)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -221,49 +223,32 @@ def train_one_epoch(
 
 
 def build_tagger(config: TrainConfig, num_classes: int, tags: list[str] | None = None) -> Tagger:
-    """A fresh network, or one that starts from ``config.start()``: ImageNet weights with a new head, or a
-    checkpoint's backbone, and its head too when it predicts exactly ``tags`` (fine-tuning a noisy-tag model
-    on clean labels of the same vocabulary keeps what the head learned; another label space gets a new head)."""
+    """A fresh network, or one that starts from ``config.start()``: ImageNet weights with a new head, or the
+    weights of a checkpoint (``trainer.models.weights``: Darkroom, timm or torchvision layout) with a new
+    head, or with its own head when it predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean
+    labels of the same vocabulary keeps what the head learned; another label space gets a new head)."""
     start = config.start()
-    if start in ("scratch", "imagenet"):
-        pretrained = {"pretrained": True} if start == "imagenet" else {}
-        net = create_model(config.model, num_classes=num_classes, **pretrained)
-        return Tagger(net, *preprocessing(net))
     net = create_model(config.model, num_classes=num_classes)
-    source = read_init_checkpoint(start)
-    if source["model"] != config.model:
-        raise ValueError(f"option init_from={start!r} holds a {source['model']!r}, not a {config.model!r}")
-    same_tags = tags is not None and source.get("vocab", {}).get("tags") == list(tags)
-    backbone = {k: v for k, v in source["state_dict"].items() if same_tags or not k.startswith("head.")}
     try:
-        missing, unexpected = net.load_state_dict(backbone, strict=False)
-    except RuntimeError as exc:  # mis-shaped tensors: another width of the same family
-        raise ValueError(
-            f"option init_from={start!r}: its backbone does not fit {config.model}: {exc}"
-        ) from None
-    if unexpected or any(not k.startswith("head.") for k in missing):
-        raise ValueError(f"option init_from={start!r}: its backbone does not fit {config.model}")
+        if start == "imagenet":
+            from trainer.models.efficientnet_lite import pretrained_weights
+
+            load_weights(net, pretrained_weights(), exclude=("head.",))
+        elif start != "scratch":
+            source = read_torch_file(Path(start))
+            if is_checkpoint(source) and source["model"] != config.model:  # type: ignore[index]
+                raise ValueError(f"holds a {source['model']!r}, not a {config.model!r}")  # type: ignore[index]
+            same_tags = is_checkpoint(source) and source["vocab"].get("tags") == tags  # type: ignore[index]
+            load_weights(net, Path(start), exclude=() if same_tags else ("head.",))
+    except ValueError as exc:
+        raise ValueError(f"option init_from={start!r}: {exc}") from None
     return Tagger(net, *preprocessing(net))
 
 
-def read_init_checkpoint(path: str) -> dict:
-    """The checkpoint dict at ``path``; ValueError naming the option if it is not a Darkroom checkpoint."""
-    try:
-        source = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
-        raise ValueError(
-            f"option init_from={path!r}: not a PyTorch checkpoint ({type(exc).__name__})"
-        ) from None
-    if not isinstance(source, dict) or not {"model", "state_dict"} <= set(source):
-        raise ValueError(
-            f"option init_from={path!r}: not a Darkroom checkpoint (no 'model' and 'state_dict')"
-        )
-    return source
-
-
 def preprocessing(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) a network was trained with: its own ``mean``/``std`` where it declares them."""
-    return tuple(getattr(net, "mean", IMAGENET_MEAN)), tuple(getattr(net, "std", IMAGENET_STD))
+    """The (mean, std) a network's weights expect: its ``default_config``'s where it has one."""
+    config = getattr(net, "default_config", {})
+    return tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
 
 
 def fit(
@@ -343,28 +328,18 @@ def fit(
     return losses
 
 
-def fit_head(
-    model: Tagger,
-    images: np.ndarray,
-    targets: np.ndarray,
-    val_images: np.ndarray,
-    config: TrainConfig,
-    cache: FeatureCache,
-) -> tuple[list[float], np.ndarray]:
-    """Train ``model``'s head on its frozen backbone's cached features; returns the losses and val scores."""
+def fit_head(model: Tagger, features: np.ndarray, targets: np.ndarray, config: TrainConfig) -> list[float]:
+    """Train ``model``'s head alone on its backbone's [N, 2, D] features (``FeatureCache``); the rest of
+    the network is frozen. Returns the loss per epoch."""
     freeze(model, 0)
-    train_features = cache.features(model, images, config.model)
-    val_features = cache.features(model, val_images, config.model)
-    steps = batches_per_epoch(len(train_features), config.batch_size)
-    losses = fit(
+    return fit(
         HeadOnFeatures(model),  # type: ignore[arg-type]
-        lambda epoch, gen: array_batches(train_features, targets, config.batch_size, gen),
-        steps,
+        lambda epoch, gen: array_batches(features, targets, config.batch_size, gen),
+        batches_per_epoch(len(features), config.batch_size),
         config,
         label=f"head of {config.model}",
         augment=pick_view,
     )
-    return losses, predict_features(model, val_features)
 
 
 @torch.no_grad()
@@ -478,7 +453,8 @@ def main(
 
     started = time.time()
     if features is not None:
-        losses, scores = fit_head(model, train.images, targets, val.images, config, features)
+        losses = fit_head(model, features.features(model, train.images, config.model), targets, config)
+        scores = predict_features(model, features.features(model, val.images, config.model))
     else:
         if config.start() != "scratch":
             model = PartlyFrozenTagger(model, freeze(model, config.unfreeze))

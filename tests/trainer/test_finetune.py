@@ -125,6 +125,27 @@ def test_the_result_is_a_normal_checkpoint_that_exports_and_scores_the_same(coll
     assert (version / "model.onnx").stat().st_size > 0
 
 
+def test_lite0_starts_from_its_imagenet_backbone_by_default(collection, tmp_path):
+    from trainer.models.efficientnet_lite import MEAN, STD, pretrained_weights
+    from trainer.models.weights import read_state_dict
+
+    config = TrainConfig(model="efficientnet_lite0", size=SIZE, epochs=20, batch_size=32, lr=1e-2, threads=2)
+    ckpt = main(
+        collection["train"], collection["val"], synthetic_vocabulary(), tmp_path / "run", config,
+        cache_dir=collection["cache"],
+    )  # fmt: skip
+    assert ckpt["config"]["init_from"] == "auto" and (ckpt["mean"], ckpt["std"]) == (list(MEAN), list(STD))
+    imagenet = read_state_dict(pretrained_weights())
+    assert torch.equal(ckpt["state_dict"]["conv_stem.weight"], imagenet["_conv_stem.weight"])
+    assert torch.equal(
+        ckpt["state_dict"]["bn2.running_var"], imagenet["_bn1.running_var"]
+    )  # the head conv's BN
+    assert ckpt["state_dict"]["head.1.weight"].shape == (15, 1280)
+    assert ckpt["metrics"]["val_mAP"] > _chance(collection["val"]) + 0.1
+    assert len(list((tmp_path / "run" / "cache" / "features").glob("efficientnet_lite0-*.npy"))) == 0
+    assert len(list((collection["cache"] / "features").glob("efficientnet_lite0-*.npy"))) == 2  # train, val
+
+
 def test_unfreeze_trains_the_last_blocks_and_keeps_the_rest(collection, tmp_path):
     ckpt = _finetune(collection, tmp_path / "run", tmp_path / "features", unfreeze=2, epochs=2)
     source = torch.load(collection["pretrained"], weights_only=False)["state_dict"]
@@ -141,7 +162,7 @@ def test_unfreeze_trains_the_last_blocks_and_keeps_the_rest(collection, tmp_path
     [
         (["--init", "/no/such.pt"], "option init_from='/no/such.pt': no such checkpoint file"),
         (["--init", "{text}"], "not a PyTorch checkpoint"),
-        (["--init", "{dict}"], "not a Darkroom checkpoint"),
+        (["--init", "{dict}"], "holds no state dict"),
         (["--init", "imagenet"], "mobilenet_lite_050 has no ImageNet weights"),
         (
             ["--init", "{pretrained}", "--unfreeze", "99"],
