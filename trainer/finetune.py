@@ -82,25 +82,16 @@ class PartlyFrozenTagger(Tagger):
 class HeadOnFeatures(nn.Module):
     """What ``fit`` trains when the backbone is frozen: the network's head, fed cached features.
 
-    ``net`` is the head's step network (``fit`` optimizes ``parameters()``: only the head's require
-    gradients), and ``normalize`` is the identity because features are already the network's own.
+    ``net`` is the head itself (so ``fit`` optimizes nothing else), and ``normalize`` is the identity
+    because features are already the network's own.
     """
 
     def __init__(self, tagger: Tagger) -> None:
         super().__init__()
-        self.net = _Head(tagger.net)
+        self.net = tagger.net.head
 
     def normalize(self, features: torch.Tensor) -> torch.Tensor:
         return features
-
-
-class _Head(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.head = net.head
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
 
 
 def pick_view(features: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
