@@ -16,7 +16,7 @@ console = Console(stderr=True)
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start broker, Triton and worker; print endpoints and ``darkroom ready``; stop all on Ctrl-C/SIGTERM."""
-    from stream.embedded import TOPIC_PARTITIONS, Ports, Stack, StackError, default_workers
+    from stream.embedded import TOPIC_PARTITIONS, Ports, Stack, StackError, default_workers, ensure_model
 
     if args.workers is not None and not 1 <= args.workers <= TOPIC_PARTITIONS["uploads"]:
         console.print(
@@ -42,11 +42,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         with_indexer=not args.no_indexer,
         workers=args.workers or default_workers(),
     )
-    if not (args.model_repo / "tagger" / "config.pbtxt").exists():
+    try:
+        built = ensure_model(args.model_repo)
+    except (ImportError, ValueError, OSError) as exc:
         console.print(
-            f"[red]error:[/] no model in {args.model_repo}/tagger; run `make model` (or `darkroom model`) first"
+            f"[red]error:[/] no model in {args.model_repo}/tagger and the general tagger could not be built "
+            f"({exc}); install the trainer extra (pip install 'darkroom[train]') or run `darkroom model`"
         )
         return 2
+    if built:
+        console.print(f"no model in {args.model_repo}/tagger: added the general tagger as {built}")
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -155,7 +160,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    """Train the synthetic demo model and add it as a new version to the model repository."""
+    """Add a new model version to the repository: the general tagger (``--general``, no training) or the
+    synthetic demo model (trained)."""
+    if args.general:
+        from trainer.general.model import build_general_model
+
+        try:
+            version = build_general_model(args.repo, target=args.target)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 2
+        console.print(f"general tagger (EfficientNet-Lite0, ImageNet weights) → {version}")
+        return 0
     from trainer.pipeline import FULL, QUICK, build_synthetic_model
 
     build_synthetic_model(args.repo, args.workdir, QUICK if args.quick else FULL, seed=args.seed)
@@ -232,8 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without an event")
     tail.set_defaults(func=cmd_tail)
 
-    model = sub.add_parser("model", help="train the synthetic demo model into the model repository")
+    model = sub.add_parser("model", help="add the general tagger (--general) or the trained demo model")
     model.add_argument("--repo", type=Path, default=Path("triton_models"))
+    model.add_argument("--general", action="store_true",
+                       help="the general tagger: pretrained EfficientNet-Lite0 + trainer/general's vocabulary")  # fmt: skip
+    model.add_argument(
+        "--target", choices=("cpu", "gpu"), default="cpu", help="with --general: gpu adds a TensorRT plan"
+    )
     model.add_argument("--workdir", type=Path, default=Path("data/synthetic"))
     model.add_argument("--quick", action="store_true", help="smaller data and fewer epochs (tests)")
     model.add_argument("--seed", type=int, default=0)

@@ -448,3 +448,13 @@ def _die_with_parent() -> None:
 
 def default_run_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"darkroom-run-{os.getuid()}"
+
+
+def ensure_model(repo: Path, name: str = "tagger") -> Path | None:
+    """Build the general tagger into ``repo`` if it serves no model yet, so a fresh clone's ``darkroom up``
+    tags real photos without any training; the new version folder, or None if a model was there."""
+    if (repo / name / "config.pbtxt").exists():
+        return None
+    from trainer.general.model import build_general_model
+
+    return build_general_model(repo, name=name)

@@ -139,14 +139,13 @@ def photo_id_hint(raw: bytes | None, key: bytes | None) -> str | None:
     return pid if isinstance(pid, str) else None
 
 
-def tag_event(
-    upload: Upload, tags: list[tuple[str, float]], model: str, model_version: str, tagged_at: str
-) -> bytes:
-    """The ``photo-tags`` value. Tags arrive sorted by score and already above the model's thresholds."""
+def tag_event(upload: Upload, tags: list[tuple], model: str, model_version: str, tagged_at: str) -> bytes:
+    """The ``photo-tags`` value. Tags arrive sorted by score and already above the model's thresholds, as
+    ``(tag, score)`` or ``(tag, score, id)`` (a stable tag id where the vocabulary has one)."""
     return orjson.dumps(
         {
             "photo_id": upload.photo_id,
-            "tags": [{"tag": t, "score": round(s, 4)} for t, s in tags],
+            "tags": [{"tag": t, "score": round(s, 4), **({"id": i[0]} if i else {})} for t, s, *i in tags],
             "model": model,
             "model_version": model_version,
             "uploaded_at": upload.uploaded_at,

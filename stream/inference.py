@@ -55,7 +55,7 @@ class ModelInput:
 
 @dataclass(frozen=True)
 class Prediction:
-    tags: list[tuple[str, float]]
+    tags: list[tuple]  # (tag, score), or (tag, score, id) when the model's vocabulary has stable tag ids
 
 
 class TaggerClient:
@@ -128,4 +128,4 @@ class TaggerClient:
         )
         version = result.get_response().model_version
         rows = result.as_numpy(TAGS_OUTPUT).reshape(-1)
-        return [Prediction([(t, s) for t, s in orjson.loads(row)]) for row in rows], version
+        return [Prediction([tuple(tag) for tag in orjson.loads(row)]) for row in rows], version

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,16 +122,20 @@ def export_onnx(
     ``cast_first`` puts the uint8 → float cast at the very start of the graph (what TensorRT needs).
     """
     example = torch.zeros(2, size[0], size[1], 3, dtype=torch.uint8)
-    torch.onnx.export(
-        (_CastFirst(tagger) if cast_first else tagger).eval(),
-        (example,),
-        str(path),
-        input_names=[INPUT],
-        output_names=[SCORES],
-        dynamic_axes={INPUT: {0: "batch"}, SCORES: {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # Height and width are fixed in the graph, so sizes read from them (TF "same" padding, the centre
+        # crop) are exact constants: the tracer's warning about that does not apply.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            (_CastFirst(tagger) if cast_first else tagger).eval(),
+            (example,),
+            str(path),
+            input_names=[INPUT],
+            output_names=[SCORES],
+            dynamic_axes={INPUT: {0: "batch"}, SCORES: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
 
 
 def model_config(

@@ -67,7 +67,7 @@ class PartlyFrozenTagger(Tagger):
     """A Tagger whose frozen modules stay in inference mode while the rest trains."""
 
     def __init__(self, tagger: Tagger, frozen: list[nn.Module]) -> None:
-        super().__init__(tagger.net)
+        super().__init__(tagger.net, crop=tagger.crop)
         self.scale, self.shift = tagger.scale, tagger.shift
         self.frozen = frozen
 
@@ -124,11 +124,11 @@ class FeatureCache:
         self.root = root
 
     def key(self, tagger: Tagger, images: np.ndarray, model: str) -> str:
-        """What the features of ``images`` depend on: pixels, backbone weights, model, size, mean and std."""
+        """What the features of ``images`` depend on: pixels, backbone weights, model, size, crop, mean, std."""
         digest = hashlib.sha1(np.ascontiguousarray(images).data)
         digest.update(
             json.dumps(
-                [model, list(images.shape), backbone_digest(tagger.net),
+                [model, list(images.shape), backbone_digest(tagger.net), tagger.crop,
                  tagger.scale.flatten().tolist(), tagger.shift.flatten().tolist()]
             ).encode()
         )  # fmt: skip

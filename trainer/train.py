@@ -228,20 +228,24 @@ def build_tagger(config: TrainConfig, num_classes: int, tags: list[str] | None =
     head, or with its own head when it predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean
     labels of the same vocabulary keeps what the head learned; another label space gets a new head)."""
     start = config.start()
+    torch.manual_seed(config.seed)  # the same head (and scratch network) whatever ran before in the process
     net = create_model(config.model, num_classes=num_classes)
+    if start == "scratch":
+        return Tagger(net, *preprocessing(net))
     try:
         if start == "imagenet":
             from trainer.models.efficientnet_lite import pretrained_weights
 
-            load_weights(net, pretrained_weights(), exclude=("head.",))
-        elif start != "scratch":
+            same_tags, report = False, load_weights(net, pretrained_weights(), exclude=("head.",))
+        else:
             source = read_torch_file(Path(start))
             if is_checkpoint(source) and source["model"] != config.model:  # type: ignore[index]
                 raise ValueError(f"holds a {source['model']!r}, not a {config.model!r}")  # type: ignore[index]
-            same_tags = is_checkpoint(source) and source["vocab"].get("tags") == tags  # type: ignore[index]
-            load_weights(net, Path(start), exclude=() if same_tags else ("head.",))
+            same_tags = is_checkpoint(source) and tags is not None and source["vocab"]["tags"] == list(tags)  # type: ignore[index]
+            report = load_weights(net, Path(start), exclude=() if same_tags else ("head.",))
     except ValueError as exc:
         raise ValueError(f"option init_from={start!r}: {exc}") from None
+    print(f"init: {report.describe()} ({'head kept' if same_tags else 'new head'})", file=sys.stderr)
     return Tagger(net, *preprocessing(net))
 
 
@@ -500,7 +504,9 @@ def load_tagger(checkpoint: dict) -> Tagger:
     """Rebuild the serving network (preprocessing included) from a checkpoint dict."""
     net = create_model(checkpoint["model"], num_classes=len(checkpoint["vocab"]["tags"]))
     net.load_state_dict(checkpoint["state_dict"])
-    return Tagger(net, tuple(checkpoint["mean"]), tuple(checkpoint["std"])).eval()
+    return Tagger(
+        net, tuple(checkpoint["mean"]), tuple(checkpoint["std"]), checkpoint.get("crop_size")
+    ).eval()
 
 
 def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
@@ -535,7 +541,11 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     parser.add_argument("--until-epoch", type=int, help="stop after this epoch (resume later)")
     parser.add_argument("--cache", type=Path, help="decode cache folder (default OUT/cache)")
-    parser.add_argument("--init", help="auto (default), scratch, imagenet or a checkpoint: sets init_from")
+    parser.add_argument(
+        "--init", metavar="FROM",
+        help="auto (default), scratch, imagenet, or a Darkroom checkpoint or timm/torchvision-style state dict "
+        "(init_from)",
+    )  # fmt: skip
     parser.add_argument("--unfreeze", type=int, help="backbone blocks trained with the head: sets unfreeze")
     parser.add_argument(
         "--feature-cache", type=Path, help="cached backbone features (default CACHE/features)"

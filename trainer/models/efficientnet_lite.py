@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainer.models.class_tags import ClassTagHead
 from trainer.models.registry import register_model
 
 # (repeats, kernel, stride, expansion, output channels) per stage, before the depth/width multipliers
@@ -271,3 +272,13 @@ def efficientnet_lite3(num_classes: int, **kw: object) -> EfficientNetLite:
 @register_model
 def efficientnet_lite4(num_classes: int, **kw: object) -> EfficientNetLite:
     return _variant("efficientnet_lite4", num_classes, **kw)
+
+
+@register_model
+def efficientnet_lite0_general(
+    num_classes: int, imagenet_classes: int = 1000, **kw: object
+) -> EfficientNetLite:
+    """Lite0's ImageNet classifier followed by a class → tag matrix: the general tagger (``num_classes`` tags)."""
+    net = _variant("efficientnet_lite0", imagenet_classes, **kw)
+    net.head.append(ClassTagHead(imagenet_classes, num_classes))
+    return net

@@ -24,18 +24,21 @@ SCORES = "SCORES"
 TAGS = "TAGS"
 
 
-def select_tags(scores: np.ndarray, tags: list[str], thresholds: np.ndarray) -> list[list[tuple[str, float]]]:
-    """Per image, the tags whose score clears that tag's calibrated threshold, by score descending."""
+def select_tags(
+    scores: np.ndarray, tags: list[str], thresholds: np.ndarray, ids: list[str] | None = None
+) -> list[list[tuple]]:
+    """Per image, the tags whose score clears that tag's calibrated threshold, by score descending:
+    ``(tag, score)``, or ``(tag, score, id)`` when the vocabulary has stable tag ids."""
     out = []
     for row in scores:
         keep = np.flatnonzero(row >= thresholds)
         keep = keep[np.argsort(-row[keep], kind="stable")]
-        out.append([(tags[k], round(float(row[k]), 4)) for k in keep])
+        out.append([(tags[k], round(float(row[k]), 4), *([ids[k]] if ids else [])) for k in keep])
     return out
 
 
-def encode_tags(selected: list[list[tuple[str, float]]]) -> np.ndarray:
-    """The TAGS output: one JSON ``[[tag, score], ...]`` per image, shape [N, 1], dtype object (bytes)."""
+def encode_tags(selected: list[list[tuple]]) -> np.ndarray:
+    """The TAGS output: one JSON ``[[tag, score(, id)], ...]`` per image, shape [N, 1], dtype object (bytes)."""
     return np.array([[json.dumps(row, separators=(",", ":")).encode()] for row in selected], dtype=np.object_)
 
 
@@ -92,7 +95,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         with open(os.path.join(version_dir, "vocab.json")) as fh:
-            self.tags = json.load(fh)["tags"]
+            vocab = json.load(fh)
+        self.tags, self.ids = vocab["tags"], vocab.get("ids")
         with open(os.path.join(version_dir, "thresholds.json")) as fh:
             self.thresholds = np.asarray(json.load(fh)["thresholds"], dtype=np.float32)
         if params.get("scores_model"):
@@ -114,7 +118,7 @@ class TritonPythonModel:
         for array in arrays:
             part = scores[start : start + len(array)]
             start += len(array)
-            tags = encode_tags(select_tags(part, self.tags, self.thresholds))
+            tags = encode_tags(select_tags(part, self.tags, self.thresholds, self.ids))
             responses.append(
                 pb_utils.InferenceResponse([pb_utils.Tensor(SCORES, part), pb_utils.Tensor(TAGS, tags)])
             )
