@@ -40,6 +40,14 @@ from torch import nn
 
 from trainer.data.manifest import ManifestError, PhotoSet, load_photo_set
 from trainer.export import is_checkpoint, read_torch_file
+from trainer.finetune import (
+    FeatureCache,
+    HeadOnFeatures,
+    PartlyFrozenTagger,
+    freeze,
+    pick_view,
+    predict_features,
+)
 from trainer.metrics import average_precision, calibrate_thresholds, precision_recall_at_k
 from trainer.models import create_model
 from trainer.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Tagger
@@ -47,7 +55,11 @@ from trainer.models.weights import load_weights
 from trainer.vocab.vocabulary import Vocabulary
 
 LOSSES = ("asl", "bce", "softmax")
+INIT_NAMES = ("auto", "scratch", "imagenet")
+#: Registered models with published ImageNet weights (``efficientnet_lite.pretrained_weights``).
+IMAGENET_MODELS = ("efficientnet_lite0",)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 @dataclass
@@ -64,7 +76,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     loss: str = "asl"
-    init_from: str = ""  # a checkpoint whose backbone starts this training (fine-tuning); its head is new
+    # where the backbone starts: "auto" (ImageNet weights for a family that has them, else scratch),
+    # "scratch", "imagenet" or a checkpoint path; a pretrained start fine-tunes (see ``unfreeze``)
+    init_from: str = "auto"
+    # backbone blocks trained with the head from a pretrained start: 0 = head only, on cached features
+    # (trainer.finetune); N = the last N blocks too; -1 = every layer
+    unfreeze: int = 0
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -89,8 +106,24 @@ class TrainConfig:
             raise ValueError(f"option lr={self.lr!r} must be positive")
         if not 0 < self.target_precision <= 1:
             raise ValueError(f"option target_precision={self.target_precision!r} must be in (0, 1]")
-        if self.init_from and not Path(self.init_from).is_file():
-            raise ValueError(f"option init_from={self.init_from!r}: no such checkpoint file")
+        if self.init_from not in INIT_NAMES and not Path(self.init_from).is_file():
+            raise ValueError(
+                f"option init_from={self.init_from!r}: no such checkpoint file "
+                f"(or give one of {', '.join(INIT_NAMES)})"
+            )
+        if self.init_from == "imagenet" and self.model not in IMAGENET_MODELS:
+            raise ValueError(
+                f"option init_from='imagenet': {self.model} has no ImageNet weights "
+                f"(those that do: {', '.join(IMAGENET_MODELS)}); use 'scratch' or a checkpoint"
+            )
+        if self.unfreeze < -1:
+            raise ValueError(f"option unfreeze={self.unfreeze!r}: give -1 (all), 0 (head only) or N blocks")
+
+    def start(self) -> str:
+        """``init_from`` resolved: "scratch", "imagenet" or a checkpoint path."""
+        if self.init_from == "auto":
+            return "imagenet" if self.model in IMAGENET_MODELS else "scratch"
+        return self.init_from
 
 
 def asymmetric_loss(
@@ -154,6 +187,14 @@ def array_batches(
         yield images_t[idx], targets_t[idx]
 
 
+def flip_images(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random half of a uint8 NHWC batch mirrored: horizontal flips keep every label true."""
+    x = images.clone()
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    x[flip] = x[flip].flip(2)
+    return x
+
+
 def train_one_epoch(
     model: Tagger,
     step_net: nn.Module,
@@ -163,14 +204,13 @@ def train_one_epoch(
     sched: torch.optim.lr_scheduler.LRScheduler,
     gen: torch.Generator,
     on_step: Callable[[float], None] = lambda loss: None,
+    augment: Augment = flip_images,
 ) -> float:
-    """One pass over ``batches`` with horizontal flips; returns the mean loss."""
+    """One pass over ``batches``, each augmented (horizontal flips by default); returns the mean loss."""
     model.train()
     total, count = 0.0, 0
     for images, targets in batches:
-        x = images.clone()
-        flip = torch.rand(len(x), generator=gen) < 0.5  # horizontal flips keep every label true
-        x[flip] = x[flip].flip(2)
+        x = augment(images, gen)
         loss = loss_fn(step_net(model.normalize(x)), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,24 +223,36 @@ def train_one_epoch(
 
 
 def build_tagger(config: TrainConfig, num_classes: int, tags: list[str] | None = None) -> Tagger:
-    """A fresh network, or one that starts from ``config.init_from`` (any checkpoint of the family, see
-    ``trainer.models.weights``): its backbone always, and its head too when it is a Darkroom checkpoint that
-    predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean labels of the same vocabulary keeps what
-    the head learned; another label space gets a new head)."""
+    """A fresh network, or one that starts from ``config.start()``: ImageNet weights with a new head, or the
+    weights of a checkpoint (``trainer.models.weights``: Darkroom, timm or torchvision layout) with a new
+    head, or with its own head when it predicts exactly ``tags`` (fine-tuning a noisy-tag model on clean
+    labels of the same vocabulary keeps what the head learned; another label space gets a new head)."""
+    start = config.start()
+    torch.manual_seed(config.seed)  # the same head (and scratch network) whatever ran before in the process
     net = create_model(config.model, num_classes=num_classes)
-    if config.init_from:
-        source = read_torch_file(Path(config.init_from))
-        if is_checkpoint(source) and source["model"] != config.model:  # type: ignore[index]
-            raise ValueError(
-                f"option init_from={config.init_from!r} holds a {source['model']!r}, not a {config.model!r}"  # type: ignore[index]
-            )
-        same_tags = is_checkpoint(source) and tags is not None and source["vocab"]["tags"] == list(tags)  # type: ignore[index]
-        try:
-            report = load_weights(net, Path(config.init_from), exclude=() if same_tags else ("head.",))
-        except ValueError as exc:
-            raise ValueError(f"option init_from={config.init_from!r}: {exc}") from None
-        print(f"init: {report.describe()} ({'head kept' if same_tags else 'new head'})", file=sys.stderr)
-    return Tagger(net)
+    if start == "scratch":
+        return Tagger(net, *preprocessing(net))
+    try:
+        if start == "imagenet":
+            from trainer.models.efficientnet_lite import pretrained_weights
+
+            same_tags, report = False, load_weights(net, pretrained_weights(), exclude=("head.",))
+        else:
+            source = read_torch_file(Path(start))
+            if is_checkpoint(source) and source["model"] != config.model:  # type: ignore[index]
+                raise ValueError(f"holds a {source['model']!r}, not a {config.model!r}")  # type: ignore[index]
+            same_tags = is_checkpoint(source) and tags is not None and source["vocab"]["tags"] == list(tags)  # type: ignore[index]
+            report = load_weights(net, Path(start), exclude=() if same_tags else ("head.",))
+    except ValueError as exc:
+        raise ValueError(f"option init_from={start!r}: {exc}") from None
+    print(f"init: {report.describe()} ({'head kept' if same_tags else 'new head'})", file=sys.stderr)
+    return Tagger(net, *preprocessing(net))
+
+
+def preprocessing(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a network's weights expect: its ``default_config``'s where it has one."""
+    config = getattr(net, "default_config", {})
+    return tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
 
 
 def fit(
@@ -212,6 +264,7 @@ def fit(
     resume: bool = False,
     until_epoch: int | None = None,
     label: str = "",
+    augment: Augment = flip_images,
 ) -> list[float]:
     """Train ``model`` for ``config.epochs``; returns the loss per epoch.
 
@@ -260,7 +313,7 @@ def fit(
             batches = epoch_batches(epoch, gen)
             losses.append(
                 train_one_epoch(
-                    model, step_net, batches, loss_function(config.loss), opt, sched, gen, on_step
+                    model, step_net, batches, loss_function(config.loss), opt, sched, gen, on_step, augment
                 )
             )
             if state_path is not None and rank == 0:
@@ -277,6 +330,20 @@ def fit(
                 torch.save(state, state_path.with_suffix(".tmp"))
                 os.replace(state_path.with_suffix(".tmp"), state_path)
     return losses
+
+
+def fit_head(model: Tagger, features: np.ndarray, targets: np.ndarray, config: TrainConfig) -> list[float]:
+    """Train ``model``'s head alone on its backbone's [N, 2, D] features (``FeatureCache``); the rest of
+    the network is frozen. Returns the loss per epoch."""
+    freeze(model, 0)
+    return fit(
+        HeadOnFeatures(model),  # type: ignore[arg-type]
+        lambda epoch, gen: array_batches(features, targets, config.batch_size, gen),
+        batches_per_epoch(len(features), config.batch_size),
+        config,
+        label=f"head of {config.model}",
+        augment=pick_view,
+    )
 
 
 @torch.no_grad()
@@ -311,12 +378,13 @@ def make_checkpoint(
     skipped: list,
 ) -> dict:
     """The plain-dict checkpoint export and serving read: weights, input size, normalization, vocabulary."""
+    mean, std = preprocessing(model.net)
     return {
         "model": config.model,
         "state_dict": model.net.state_dict(),
         "input_size": [config.size, config.size],
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(mean),
+        "std": list(std),
         "vocab": vocab.to_dict(),
         "thresholds": thresholds,
         "config": dataclasses.asdict(config),
@@ -335,14 +403,24 @@ def main(
     until_epoch: int | None = None,
     cache_dir: Path | None = None,
     target: str = "user_tags",
+    feature_cache: Path | None = None,
 ) -> dict:
     """Train, evaluate on the clean validation set, calibrate thresholds there; save a plain-dict checkpoint.
 
     ``train_manifest`` is a JSONL manifest or a folder of tar shards (``trainer.data.shards``); ``target``
-    says which tags train: ``user_tags`` (noisy) or ``labels`` (clean, for fine-tuning).
+    says which tags train: ``user_tags`` (noisy) or ``labels`` (clean, for fine-tuning). From a pretrained
+    start with ``unfreeze`` = 0 only the head trains, on backbone features cached in ``feature_cache``
+    (default ``cache_dir/features``).
     """
     config.check()
     rank, world = distributed()
+    head_only = config.start() != "scratch" and config.unfreeze == 0
+    if head_only and (train_manifest.is_dir() or world > 1 or resume):
+        raise ValueError(
+            "a head on cached features trains from one manifest in one process and in seconds (no shards, "
+            "torchrun or --resume); set unfreeze=-1 to fine-tune every layer instead"
+        )
+    features = FeatureCache(feature_cache or (cache_dir or out / "cache") / "features") if head_only else None
     torch.set_num_threads(config.threads)
     out.mkdir(parents=True, exist_ok=True)
     val = load_data(val_manifest, vocab, config.size, cache_dir=cache_dir)
@@ -378,11 +456,17 @@ def main(
             return array_batches(train.images, targets, config.batch_size, gen, rank, world)
 
     started = time.time()
-    losses = fit(model, epoch_batches, steps, config, out / "train_state.pt", resume, until_epoch)
-    if rank != 0:
-        dist.barrier()
-        return {}
-    scores = predict(model, val.images)
+    if features is not None:
+        losses = fit_head(model, features.features(model, train.images, config.model), targets, config)
+        scores = predict_features(model, features.features(model, val.images, config.model))
+    else:
+        if config.start() != "scratch":
+            model = PartlyFrozenTagger(model, freeze(model, config.unfreeze))
+        losses = fit(model, epoch_batches, steps, config, out / "train_state.pt", resume, until_epoch)
+        if rank != 0:
+            dist.barrier()
+            return {}
+        scores = predict(model, val.images)
     metrics = evaluate(scores, val.clean_targets, vocab.tags)
     thresholds = calibrate_thresholds(scores, val.clean_targets, config.target_precision)
     from trainer.evaluate import threshold_reached
@@ -452,15 +536,20 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="JSON file of TrainConfig values")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
     parser.add_argument(
-        "--init", type=Path, metavar="PATH",
-        help="start from these weights: a Darkroom checkpoint or a timm/torchvision-style state dict (init_from)",
-    )  # fmt: skip
-    parser.add_argument(
         "--target", choices=("user_tags", "labels"), default="user_tags", help="tags to train on"
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     parser.add_argument("--until-epoch", type=int, help="stop after this epoch (resume later)")
     parser.add_argument("--cache", type=Path, help="decode cache folder (default OUT/cache)")
+    parser.add_argument(
+        "--init", metavar="FROM",
+        help="auto (default), scratch, imagenet, or a Darkroom checkpoint or timm/torchvision-style state dict "
+        "(init_from)",
+    )  # fmt: skip
+    parser.add_argument("--unfreeze", type=int, help="backbone blocks trained with the head: sets unfreeze")
+    parser.add_argument(
+        "--feature-cache", type=Path, help="cached backbone features (default CACHE/features)"
+    )
     args = parser.parse_args(argv)
     try:
         values = json.loads(args.config.read_bytes()) if args.config else {}
@@ -469,8 +558,7 @@ def cli(argv: list[str] | None = None) -> int:
     if not isinstance(values, dict):
         parser.error(f"--config {args.config}: expected a JSON object of TrainConfig values")
     values.update(parse_overrides(args.set, parser))
-    if args.init:
-        values["init_from"] = str(args.init)
+    values.update({k: v for k, v in (("init_from", args.init), ("unfreeze", args.unfreeze)) if v is not None})
     from trainer.vocab.vocabulary import synthetic_vocabulary
 
     try:
@@ -478,7 +566,7 @@ def cli(argv: list[str] | None = None) -> int:
         config = TrainConfig.from_dict(values)
         ckpt = main(
             args.train, args.val, vocab, args.out, config, args.resume, args.until_epoch,
-            args.cache or args.out / "cache", args.target,
+            args.cache or args.out / "cache", args.target, args.feature_cache,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, ManifestError) as exc:
         parser.exit(2, f"darkroom train: error: {exc}\n")

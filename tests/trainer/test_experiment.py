@@ -38,6 +38,12 @@ def test_quick_paper_run_writes_every_regime_sweep_and_model(paper):
     chance = sum(frequency.values()) / 15
     assert results["regimes"]["noisy_only"]["mAP"] > chance + 0.15
     assert results["regimes"]["noisy_pretrain_finetune"]["mAP"] > chance + 0.15
+    # the clean pretraining is ImageNet's: Lite0's real backbone, a head on its cached features
+    assert results["imagenet"]["model"] == "efficientnet_lite0" and results["imagenet"]["params"] > 3_000_000
+    assert results["regimes"]["clean_pretrain_finetune"]["trained_on"] == "clean labels (ImageNet backbone)"
+    for name in ("clean_pretrain_finetune", "imagenet_noisy_finetune"):
+        assert results["regimes"][name]["mAP"] > chance + 0.15, name
+    assert len(list((paper / "data" / "features").glob("efficientnet_lite0-*.npy"))) == 4  # one per set
     assert {"noisy_as_good_as_clean_pretrain_finetune", "noisy_pretrain_better_start_for_finetuning"} == set(
         results["findings"]
     )
@@ -47,6 +53,7 @@ def test_quick_paper_run_writes_every_regime_sweep_and_model(paper):
         "finetune_sweep.png",
         "cost.png",
         "reports/noisy_only/pr_curves.png",
+        "reports/imagenet_noisy_finetune/pr_curves.png",
     ):
         assert (paper / name).stat().st_size > 0, name
     assert "| noisy_only |" in (paper / "results.md").read_text()

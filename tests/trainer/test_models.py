@@ -54,3 +54,23 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "unknown --model vgg16" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown model 'vgg16'"):
         create_model("vgg16", 3)
+
+
+def test_catalog_measures_onnx_runtime_at_batch_1_and_32_and_reads_map_from_an_experiment(tmp_path, capsys):
+    import json
+
+    cost = model_cost("mobilenet_lite_050", 64, repeats=2)
+    assert 0 < cost.ort_ms_b1 < cost.ort_ms_b32  # the served graph, timed at both batch sizes
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({
+        "recipe": {"size": 64}, "models": {"mobilenet_lite_050": {"mAP": 0.5}},
+        "imagenet": {"model": "efficientnet_lite0", "size": 160, "noisy_head_mAP": 0.9},
+    }))  # fmt: skip
+    assert main(["--model", "mobilenet_lite_050", "--size", "64", "--repeats", "2", "--json",
+                 "--results", str(results)]) == 0  # fmt: skip
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["mAP"] == 0.5 and row["ort_ms_b32"] > 0
+    (tmp_path / "broken.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        main(["--results", str(tmp_path / "broken.json")])
+    assert "not a darkroom experiment paper results.json" in capsys.readouterr().err
