@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.train import load_tagger  # noqa: E402
+from trainer.checkpoint import load_tagger  # noqa: E402
 
 
 def cuda_throughput(

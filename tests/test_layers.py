@@ -96,3 +96,8 @@ def test_the_import_graph_sees_cycles_and_upward_imports_even_inside_functions(t
     assert imports.cycles(edges) == [["stream.a", "stream.b"]]
     assert imports.upward(edges) == [("stream.b", "tools.cli")]
     assert edges["tools.cli"] == {"tools.other"}
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    """No file-level import cycle anywhere in the layered packages (local imports count too)."""
+    assert imports.cycles(imports.graph()) == []

@@ -15,27 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.metrics import MIN_SUPPORT, calibrate_thresholds
+from trainer.metrics import MIN_SUPPORT, calibrate_thresholds, score_metrics, threshold_reached
 
 TOP_K = (1, 3, 5)
-
-
-def threshold_reached(
-    scores: np.ndarray, targets: np.ndarray, threshold: float, target_precision: float
-) -> bool:
-    """Whether ``threshold`` meets ``target_precision`` with at least MIN_SUPPORT true positives."""
-    above = scores >= threshold
-    tp = int((targets[above] > 0).sum())
-    return bool(above.any()) and tp >= MIN_SUPPORT and tp / int(above.sum()) >= target_precision
 
 
 def score_report(
     scores: np.ndarray, targets: np.ndarray, tags: list[str], thresholds: list[float], calibrated: list[bool]
 ) -> dict:
     """Every number of the report, from test-set scores and clean targets."""
-    from trainer.train import evaluate
-
-    metrics = evaluate(scores, targets, tags)
+    metrics = score_metrics(scores, targets, tags)
     per_tag = []
     for k, tag in enumerate(tags):
         predicted = scores[:, k] >= thresholds[k]
@@ -172,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--target-precision {args.target_precision}: must be in (0, 1]")
     if not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
+    from trainer.checkpoint import load_checkpoint, load_tagger
     from trainer.data.manifest import ManifestError
-    from trainer.export import load_checkpoint
-    from trainer.train import load_data, load_tagger, predict
+    from trainer.train import load_data, predict
     from trainer.vocab.vocabulary import Vocabulary
 
     try:

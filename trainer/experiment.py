@@ -35,9 +35,9 @@ import torch
 
 from trainer.data.manifest import PhotoSet, load_photo_set
 from trainer.data.synthetic import make_photo_set
-from trainer.evaluate import threshold_reached, write_report
+from trainer.evaluate import write_report
 from trainer.finetune import FeatureCache, predict_features
-from trainer.metrics import calibrate_thresholds
+from trainer.metrics import calibrate_thresholds, score_metrics, threshold_reached
 from trainer.models.catalog import model_cost
 from trainer.train import (
     Tagger,
@@ -45,7 +45,6 @@ from trainer.train import (
     array_batches,
     batches_per_epoch,
     build_tagger,
-    evaluate,
     fit,
     fit_head,
     make_checkpoint,
@@ -184,7 +183,7 @@ def finetune_config(recipe: PaperRecipe, n: int, init_from: str, seed: int) -> T
 def score(model: Tagger, data: PhotoSet) -> tuple[np.ndarray, dict]:
     """Test-set scores and metrics against the clean labels."""
     scores = predict(model, data.images)
-    return scores, evaluate(scores, data.clean_targets, synthetic_vocabulary().tags)  # type: ignore[arg-type]
+    return scores, score_metrics(scores, data.clean_targets, synthetic_vocabulary().tags)  # type: ignore[arg-type]
 
 
 def save_checkpoint(
@@ -200,7 +199,7 @@ def save_checkpoint(
             threshold_reached(val_scores[:, k], val.clean_targets[:, k], t, config.target_precision)  # type: ignore[index]
             for k, t in enumerate(thresholds)
         ]
-        metrics["val_mAP"] = evaluate(val_scores, val.clean_targets, vocab.tags)["mAP"]  # type: ignore[arg-type]
+        metrics["val_mAP"] = score_metrics(val_scores, val.clean_targets, vocab.tags)["mAP"]  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(make_checkpoint(model, config, vocab, thresholds, metrics, []), path)
 
@@ -266,7 +265,7 @@ def run_paper(out: Path, recipe: PaperRecipe, seed: int = 0, threads: int = 2) -
         seconds = time.time() - started
         scores = predict_features(tagger, features["test"])
         _report(out / "reports" / label, scores, predict_features(tagger, features["val"]), test, val, label)
-        return scores, evaluate(scores, test.clean_targets, vocab.tags), seconds  # type: ignore[arg-type]
+        return scores, score_metrics(scores, test.clean_targets, vocab.tags), seconds  # type: ignore[arg-type]
 
     _, metrics, seconds = imagenet_head(features["noisy"], noisy.user_targets, "imagenet_noisy_finetune")  # type: ignore[arg-type]
     results["regimes"]["imagenet_noisy_finetune"] = _regime(

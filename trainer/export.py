@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.checkpoint import load_checkpoint, load_tagger
 from trainer.serving import tagger_backend
 
 INPUT, SCORES, TAGS = tagger_backend.INPUT, tagger_backend.SCORES, tagger_backend.TAGS
 TARGETS = ("cpu", "gpu")
 PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = "_trt"  # the GPU variant's plan model is "<name>_trt"
-CHECKPOINT_KEYS = ("model", "state_dict", "input_size", "mean", "std", "vocab", "thresholds")
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,6 @@ def write_version(
     ``target="gpu"`` also builds a TensorRT plan (``precision``; ``calibration`` = uint8 sample images for
     INT8) into version N+1 of ``<name>_trt``. ``build_plan`` defaults to :func:`trainer.tensorrt.build_engine`.
     """
-    from trainer.train import load_tagger
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose cpu or gpu")
@@ -347,32 +346,6 @@ def _write_plan_version(
         raise
     _publish(staging, plan_dir, version)
     return report
-
-
-def read_torch_file(path: Path) -> object:
-    """Whatever ``torch.save`` wrote to ``path``; ValueError naming the file if it is missing or not one."""
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise ValueError(f"{path} is not a PyTorch checkpoint: {type(exc).__name__}: {exc}") from None
-
-
-def is_checkpoint(obj: object) -> bool:
-    """Whether ``obj`` is a Darkroom checkpoint dict (has every key export and serving read)."""
-    return isinstance(obj, dict) and all(k in obj for k in CHECKPOINT_KEYS)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Read a training checkpoint (a plain dict); ValueError naming the file if it is not one."""
-    checkpoint = read_torch_file(path)
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
-    if missing:
-        raise ValueError(
-            f"{path} is not a Darkroom checkpoint (missing {', '.join(missing)}); see darkroom train"
-        )
-    return checkpoint
 
 
 def load_calibration_images(folder: Path, size: tuple[int, int], limit: int) -> np.ndarray:

@@ -55,3 +55,23 @@ def precision_recall_at_k(scores: np.ndarray, targets: np.ndarray, k: int) -> tu
     positives = targets.sum(axis=1)
     recall = hits[positives > 0] / positives[positives > 0]
     return float((hits / k).mean()), float(recall.mean()) if len(recall) else float("nan")
+
+
+def threshold_reached(
+    scores: np.ndarray, targets: np.ndarray, threshold: float, target_precision: float
+) -> bool:
+    """Whether ``threshold`` meets ``target_precision`` with at least MIN_SUPPORT true positives."""
+    above = scores >= threshold
+    tp = int((targets[above] > 0).sum())
+    return bool(above.any()) and tp >= MIN_SUPPORT and tp / int(above.sum()) >= target_precision
+
+
+def score_metrics(scores: np.ndarray, targets: np.ndarray, tags: list[str]) -> dict:
+    """mAP, per-tag AP and precision/recall@k against ``targets`` (clean labels)."""
+    per_tag = {t: average_precision(scores[:, i], targets[:, i]) for i, t in enumerate(tags)}
+    valid = [ap for ap in per_tag.values() if not np.isnan(ap)]
+    at_k = {}
+    for k in (1, 3, 5):
+        p, r = precision_recall_at_k(scores, targets, min(k, scores.shape[1]))
+        at_k[f"P@{k}"], at_k[f"R@{k}"] = p, r
+    return {"mAP": float(np.mean(valid)) if valid else float("nan"), "per_tag_ap": per_tag, **at_k}

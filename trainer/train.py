@@ -38,8 +38,8 @@ import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from trainer.checkpoint import is_checkpoint, read_torch_file
 from trainer.data.manifest import ManifestError, PhotoSet, load_photo_set
-from trainer.export import is_checkpoint, read_torch_file
 from trainer.finetune import (
     FeatureCache,
     HeadOnFeatures,
@@ -48,7 +48,7 @@ from trainer.finetune import (
     pick_view,
     predict_features,
 )
-from trainer.metrics import average_precision, calibrate_thresholds, precision_recall_at_k
+from trainer.metrics import calibrate_thresholds, score_metrics, threshold_reached
 from trainer.models import create_model
 from trainer.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Tagger
 from trainer.models.weights import load_weights
@@ -358,17 +358,6 @@ def predict(model: Tagger, images: np.ndarray, batch_size: int = 256) -> np.ndar
     )
 
 
-def evaluate(scores: np.ndarray, targets: np.ndarray, tags: list[str]) -> dict:
-    """mAP, per-tag AP and precision/recall@k against ``targets`` (clean labels)."""
-    per_tag = {t: average_precision(scores[:, i], targets[:, i]) for i, t in enumerate(tags)}
-    valid = [ap for ap in per_tag.values() if not np.isnan(ap)]
-    at_k = {}
-    for k in (1, 3, 5):
-        p, r = precision_recall_at_k(scores, targets, min(k, scores.shape[1]))
-        at_k[f"P@{k}"], at_k[f"R@{k}"] = p, r
-    return {"mAP": float(np.mean(valid)) if valid else float("nan"), "per_tag_ap": per_tag, **at_k}
-
-
 def make_checkpoint(
     model: Tagger,
     config: TrainConfig,
@@ -467,10 +456,8 @@ def main(
             dist.barrier()
             return {}
         scores = predict(model, val.images)
-    metrics = evaluate(scores, val.clean_targets, vocab.tags)
+    metrics = score_metrics(scores, val.clean_targets, vocab.tags)
     thresholds = calibrate_thresholds(scores, val.clean_targets, config.target_precision)
-    from trainer.evaluate import threshold_reached
-
     calibrated = [
         threshold_reached(scores[:, k], val.clean_targets[:, k], t, config.target_precision)
         for k, t in enumerate(thresholds)
@@ -498,15 +485,6 @@ def main(
     if world > 1:
         dist.barrier()
     return checkpoint
-
-
-def load_tagger(checkpoint: dict) -> Tagger:
-    """Rebuild the serving network (preprocessing included) from a checkpoint dict."""
-    net = create_model(checkpoint["model"], num_classes=len(checkpoint["vocab"]["tags"]))
-    net.load_state_dict(checkpoint["state_dict"])
-    return Tagger(
-        net, tuple(checkpoint["mean"]), tuple(checkpoint["std"]), checkpoint.get("crop_size")
-    ).eval()
 
 
 def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:

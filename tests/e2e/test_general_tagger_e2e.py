@@ -13,10 +13,10 @@ import pytest
 from confluent_kafka import Producer
 
 from tools.embedded import Ports
+from trainer.checkpoint import load_tagger
 from trainer.general.model import general_checkpoint
 from trainer.general.samples import classify, decode_for, sample_photos
 from trainer.serving.tagger_backend import select_tags
-from trainer.train import load_tagger
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from stream.images import decode
+from trainer.checkpoint import load_tagger
 from trainer.export import ServingConfig, model_config, parse_version_policy, versions, write_version
 from trainer.export import main as export_main
 from trainer.serving.tagger_backend import encode_tags, select_tags
-from trainer.train import load_tagger
 
 ONNX_TYPES = {onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.FLOAT: "TYPE_FP32"}
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.checkpoint import load_tagger
 from trainer.data.synthetic import make_photo_set
 from trainer.export import write_version
 from trainer.models.mobilenet import MobileNetLite
-from trainer.train import TrainConfig, cli, load_data, load_tagger, main, predict
+from trainer.train import TrainConfig, cli, load_data, main, predict
 from trainer.vocab.vocabulary import synthetic_vocabulary
 
 SIZE = 48
@@ -116,9 +117,9 @@ def test_the_result_is_a_normal_checkpoint_that_exports_and_scores_the_same(coll
     ckpt = _finetune(collection, tmp_path / "run", tmp_path / "features")
     val = load_data(collection["val"], synthetic_vocabulary(), SIZE, cache_dir=collection["cache"])
     scores = predict(load_tagger(ckpt), val.images)  # the whole network, as serving runs it
-    from trainer.train import evaluate
+    from trainer.metrics import score_metrics
 
-    assert evaluate(scores, val.clean_targets, synthetic_vocabulary().tags)["mAP"] == pytest.approx(
+    assert score_metrics(scores, val.clean_targets, synthetic_vocabulary().tags)["mAP"] == pytest.approx(
         ckpt["metrics"]["val_mAP"], abs=1e-4
     )
     version = write_version(tmp_path / "repo", ckpt)

@@ -15,12 +15,12 @@ import pytest
 from stream.events import Upload, tag_event
 from tests.trainer.test_export import fake_plan_builder
 from tools.cli import main as darkroom
+from trainer.checkpoint import load_tagger
 from trainer.export import export_onnx, write_version
 from trainer.general import vocabulary
 from trainer.general.model import general_checkpoint
 from trainer.general.samples import classify, decode_for, sample_photos
 from trainer.serving.tagger_backend import select_tags
-from trainer.train import load_tagger
 
 ROOT = Path(__file__).resolve().parents[2]
 # photo → (ImageNet classes one of which must be in the top-5, a tag the photo must get)

@@ -13,15 +13,8 @@ import pytest
 import torch
 
 from tests.trainer.test_data_manifest import _collection
-from trainer.train import (
-    TrainConfig,
-    array_batches,
-    asymmetric_loss,
-    build_tagger,
-    fit,
-    load_tagger,
-    make_checkpoint,
-)
+from trainer.checkpoint import load_tagger
+from trainer.train import TrainConfig, array_batches, asymmetric_loss, build_tagger, fit, make_checkpoint
 from trainer.vocab.vocabulary import synthetic_vocabulary
 
 ROOT = Path(__file__).resolve().parents[2]

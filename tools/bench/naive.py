@@ -18,7 +18,7 @@ def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) 
     from PIL import Image
 
     from tools.embedded import Ports, Stack
-    from trainer.train import load_tagger
+    from trainer.checkpoint import load_tagger
 
     stack = Stack(run_dir, repo, Ports.free(), with_worker=False)  # the broker; Triton idles unused
     stack.start()

@@ -60,9 +60,9 @@ def classify(tagger: torch.nn.Module, images: np.ndarray) -> tuple[np.ndarray, n
 
 def main(argv: list[str] | None = None) -> int:
     """Print the sample photos' top-5 classes and tags as a Markdown table."""
+    from trainer.checkpoint import load_tagger
     from trainer.general.model import general_checkpoint
     from trainer.general.vocabulary import load
-    from trainer.train import load_tagger
 
     parser = argparse.ArgumentParser(prog="python -m trainer.general.samples", description=main.__doc__)
     parser.parse_args(argv)

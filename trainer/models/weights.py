@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainer.export import is_checkpoint, read_torch_file
+from trainer.checkpoint import is_checkpoint, read_torch_file
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 
