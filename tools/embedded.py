@@ -98,9 +98,11 @@ class Stack:
         return f"127.0.0.1:{self.ports.triton_http}"
 
     def worker_settings(self) -> Settings:
+        """The workers' settings: this environment's ``DARKROOM_*`` (so `darkroom up` honours them, e.g.
+        ``DARKROOM_S3_ALLOWED_BUCKETS``), then ``worker_env``, then the stack's own endpoints and folders."""
         roots = os.pathsep.join(str(p.resolve()) for p in self.file_roots)
         return Settings.from_env(
-            self.worker_env,
+            {**os.environ, **self.worker_env},
             kafka_bootstrap=self.bootstrap,
             triton_grpc=self.triton_grpc,
             web_port=self.ports.worker_web,
