@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         build_synthetic_model(work / "repo", work, QUICK)
         checkpoint = torch.load(work / "checkpoint" / "checkpoint.pt", map_location="cpu", weights_only=False)
     h, w = checkpoint["input_size"]
-    from stream.images import decode
+    from contracts.photos import decode
 
     paths = sorted((work / "val").glob("*.jpg"))
     photos = (

@@ -25,8 +25,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from contracts.records import PermanentError, now_rfc3339, parse_upload, upload_value
 from stream.clients import UploadPublisher, photo_id_for, photo_paths
-from stream.events import PermanentError, now_rfc3339, parse_upload, upload_value
 from stream.settings import Settings, SettingsError
 
 console = Console(stderr=True)

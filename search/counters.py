@@ -6,8 +6,8 @@ import threading
 import time
 from collections import deque
 
+from contracts.records import parse_rfc3339
 from search.records import TagEvent
-from stream.events import parse_rfc3339
 
 
 class LiveCounters:

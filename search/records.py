@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from stream.events import parse_rfc3339
+from contracts.records import parse_rfc3339
 
 
 class InvalidEvent(ValueError):

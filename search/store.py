@@ -20,9 +20,10 @@ from pathlib import Path
 
 import orjson
 
+from contracts import topics
+from contracts.records import PermanentError, parse_upload
 from search.counters import LiveCounters
 from search.records import InvalidEvent, TagEvent, parse_dead_letter, parse_tag_event
-from stream.events import PermanentError, parse_upload
 from stream.settings import Settings
 
 MAX_QUERY_TERMS = 8
@@ -124,9 +125,9 @@ class Applied:
 class Topics:
     """The names of the three topics (from Settings: DARKROOM_*_TOPIC)."""
 
-    uploads: str = "photo-uploads"
-    tags: str = "photo-tags"
-    dlq: str = "photo-uploads-dlq"
+    uploads: str = topics.UPLOADS
+    tags: str = topics.TAGS
+    dlq: str = topics.DLQ
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:

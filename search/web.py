@@ -30,10 +30,11 @@ from pathlib import Path
 import orjson
 from PIL import ExifTags, Image
 
+from contracts.photos import ALLOWED_FORMATS, decode
+from contracts.records import PermanentError
 from search.counters import LiveCounters
 from search.store import SearchIndex
-from stream.events import PermanentError
-from stream.images import ALLOWED_FORMATS, decode, fetch
+from stream.fetch import fetch
 from stream.settings import Settings
 
 THUMB_SIZE = (240, 180)

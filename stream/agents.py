@@ -34,13 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import numpy as np
 
-from stream import metrics
-from stream.app import Topics
-from stream.budget import ByteBudget
-from stream.decodepool import DecodePool
-from stream.events import (
+from contracts.photos import decode
+from contracts.records import (
     ErrorCode,
     PermanentError,
+    SourceUnavailable,
     Upload,
     dead_letter,
     now_rfc3339,
@@ -48,8 +46,13 @@ from stream.events import (
     photo_id_hint,
     tag_event,
 )
-from stream.images import SourceUnavailable, decode, fetch
-from stream.inference import ModelInput, TaggerClient
+from contracts.tensors import ModelInput
+from stream import metrics
+from stream.app import Topics
+from stream.budget import ByteBudget
+from stream.decodepool import DecodePool
+from stream.fetch import fetch
+from stream.inference import TaggerClient
 from stream.objectstore import S3Options
 from stream.settings import Settings
 

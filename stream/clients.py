@@ -9,7 +9,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
-from stream.events import upload_value
+from contracts import topics
+from contracts.records import upload_value
 from stream.kafka_security import librdkafka_config
 from stream.settings import Settings
 
@@ -51,9 +52,7 @@ class UploadPublisher:
     """A librdkafka producer for upload events (acks=all, idempotent); TLS/SASL from ``settings``
     (default: plaintext)."""
 
-    def __init__(
-        self, bootstrap: str, topic: str = "photo-uploads", settings: Settings | None = None
-    ) -> None:
+    def __init__(self, bootstrap: str, topic: str = topics.UPLOADS, settings: Settings | None = None) -> None:
         self.topic = topic
         self.bootstrap = bootstrap
         self._errors: list[str] = []

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from contracts.records import ErrorCode, PermanentError
 from stream import metrics
-from stream.events import ErrorCode, PermanentError
 
 
 class _Job:

@@ -27,14 +27,12 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
+from contracts.records import ErrorCode, PermanentError
+from contracts.tensors import INPUT_NAME, TAGS_OUTPUT, ModelInput
 from stream import metrics
-from stream.events import ErrorCode, PermanentError
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "IMAGE"
-SCORES_OUTPUT = "SCORES"
-TAGS_OUTPUT = "TAGS"
 
 #: gRPC status codes that mean "this request itself is wrong": retrying cannot help.
 _PERMANENT_STATUS = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.UNIMPLEMENTED"})
@@ -56,15 +54,6 @@ CHANNEL_ARGS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """What the worker must produce for the model: ``(width, height)`` uint8 RGB, batches up to max."""
-
-    width: int
-    height: int
-    max_batch_size: int
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from stream.events import parse_rfc3339
+from contracts.records import parse_rfc3339
 
 EVENTS_IN = Counter("darkroom_events_in_total", "Upload events consumed")
 EVENTS_OUT = Counter("darkroom_events_out_total", "Outputs produced", ["kind"])

@@ -1,6 +1,6 @@
 """Photos in S3-compatible object storage: read ``s3://bucket/key`` uploads and list a prefix's photos.
 
-The contract is the one ``stream/images.py`` keeps for ``http(s)``: a bucket must be on an explicit allow-list
+The contract is the one ``stream/fetch.py`` keeps for ``http(s)``: a bucket must be on an explicit allow-list
 (none by default, so every ``s3://`` upload is ``forbidden_url`` until an operator names buckets), bytes are
 capped (a declared ``ContentLength`` over the cap is refused before any body byte is read; the body is read
 in chunks and refused past the cap), and one deadline covers the request and the body, however slowly it
@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.records import ErrorCode, PermanentError, SourceUnavailable
 from stream.clients import IMAGE_SUFFIXES
-from stream.events import ErrorCode, PermanentError, SourceUnavailable
 from stream.settings import Settings, SettingsError
 
 _CHUNK = 64 * 1024

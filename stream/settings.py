@@ -13,11 +13,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from contracts import topics
+from contracts.tensors import MODEL_NAME
+
 #: memory the worker needs besides photos: interpreter, Faust, Kafka and gRPC buffers, model-sized batches
 PROCESS_RESERVE_BYTES = 512 * 1024**2
 #: the most a decode holds per pixel of its photo: the decoded frame (Pillow stores RGB and RGBA in 4 bytes),
 #: one converted copy (the RGB that alpha is composited into, or a transposed frame) and a byte of slack for
-#: the decoder's own buffers; stream/images.py keeps to it, tests/stream/test_byte_budget.py measures it
+#: the decoder's own buffers; stream/fetch.py keeps to it, tests/stream/test_byte_budget.py measures it
 DECODE_BYTES_PER_PIXEL = 9
 #: time a rebalance needs besides the agent's grace period (commit, flush, JoinGroup), at least
 REBALANCE_MARGIN_S = 5.0
@@ -51,17 +54,17 @@ class Settings:
     #: PEM private key of the client certificate
     kafka_ssl_keyfile: str = field(default="", metadata={"env": "DARKROOM_KAFKA_SSL_KEYFILE"})
     #: the topic of new uploads (input)
-    uploads_topic: str = field(default="photo-uploads", metadata={"env": "DARKROOM_UPLOADS_TOPIC"})
+    uploads_topic: str = field(default=topics.UPLOADS, metadata={"env": "DARKROOM_UPLOADS_TOPIC"})
     #: the topic of tag events (output, for search indexing)
-    tags_topic: str = field(default="photo-tags", metadata={"env": "DARKROOM_TAGS_TOPIC"})
+    tags_topic: str = field(default=topics.TAGS, metadata={"env": "DARKROOM_TAGS_TOPIC"})
     #: the dead-letter topic: bad input, with a reason code and the original value
-    dlq_topic: str = field(default="photo-uploads-dlq", metadata={"env": "DARKROOM_DLQ_TOPIC"})
+    dlq_topic: str = field(default=topics.DLQ, metadata={"env": "DARKROOM_DLQ_TOPIC"})
     #: the workers' consumer group
     group_id: str = field(default="darkroom-tagger", metadata={"env": "DARKROOM_GROUP_ID"})
     #: Triton's gRPC endpoint, host:port
     triton_grpc: str = field(default="127.0.0.1:8001", metadata={"env": "DARKROOM_TRITON_GRPC"})
     #: the Triton model the worker asks for tags
-    model_name: str = field(default="tagger", metadata={"env": "DARKROOM_MODEL_NAME"})
+    model_name: str = field(default=MODEL_NAME, metadata={"env": "DARKROOM_MODEL_NAME"})
     #: events per micro-batch (acked together, in order)
     batch_size: int = field(default=64, metadata={"env": "DARKROOM_BATCH_SIZE"})
     #: images per Triton request: a micro-batch is inferred in chunks of this many as its photos are decoded

@@ -52,7 +52,7 @@ class Blocker(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Blocker())
 from stream.settings import Settings
 from stream.app import create_app
-import stream.agents, stream.inference, stream.images, stream.events, stream.clients, search.cli, search.web
+import stream.agents, stream.inference, stream.fetch, contracts.records, stream.clients, search.cli, search.web
 app, topics = create_app(Settings())
 stream.agents.attach_agents(app, topics, Settings())
 from tools.cli import build_parser
@@ -101,3 +101,13 @@ def test_the_import_graph_sees_cycles_and_upward_imports_even_inside_functions(t
 def test_no_module_imports_itself_back_through_others() -> None:
     """No file-level import cycle anywhere in the layered packages (local imports count too)."""
     assert imports.cycles(imports.graph()) == []
+
+
+def test_the_trainer_uses_the_worker_only_for_its_guarded_fetch() -> None:
+    """Photos, records and tensors come from contracts; the one runtime import is the SSRF-guarded fetch that
+    URL manifests need (so training reads remote photos exactly as the worker may)."""
+    edges = imports.graph()
+    into_stream = {
+        t for s, ts in edges.items() if s.startswith("trainer") for t in ts if t.startswith("stream")
+    }
+    assert into_stream <= {"stream.fetch"}, sorted(into_stream)

@@ -139,8 +139,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
     from rich.progress import Progress
 
+    from contracts.records import upload_value
     from stream.clients import UploadPublisher, photo_paths, upload_event, url_photo_id
-    from stream.events import upload_value
     from stream.objectstore import ListingError, S3Options, list_s3_photos
     from stream.settings import Settings
 

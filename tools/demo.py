@@ -24,10 +24,10 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from contracts.records import parse_rfc3339
 from search.cli import print_hits
 from search.store import SearchIndex
 from stream.clients import UploadPublisher, end_offsets, follow, photo_id_for, upload_event
-from stream.events import parse_rfc3339
 from stream.settings import Settings
 from tools.embedded import Ports, Stack, StackError, default_workers
 

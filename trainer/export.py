@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contracts.tensors import INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 from trainer.checkpoint import load_checkpoint, load_tagger
 from trainer.serving import tagger_backend
 
-INPUT, SCORES, TAGS = tagger_backend.INPUT, tagger_backend.SCORES, tagger_backend.TAGS
+INPUT, SCORES, TAGS = INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 TARGETS = ("cpu", "gpu")
 PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = "_trt"  # the GPU variant's plan model is "<name>_trt"
@@ -350,7 +351,7 @@ def _write_plan_version(
 
 def load_calibration_images(folder: Path, size: tuple[int, int], limit: int) -> np.ndarray:
     """Up to ``limit`` images from ``folder`` decoded exactly as the worker decodes uploads (uint8 NHWC)."""
-    from stream.images import decode
+    from contracts.photos import decode
 
     if not folder.is_dir():
         raise ValueError(f"calibration folder {folder} not found")

@@ -1,7 +1,7 @@
 """Train a multi-label tagger on noisy user tags, evaluate on clean labels, calibrate per-tag thresholds.
 
 Read top to bottom: the loss → ``load_data`` → ``train_one_epoch`` / ``fit`` → ``evaluate`` → ``main``.
-Photos go through the worker's own decode (``stream.images.decode``), so training sees exactly the pixels
+Photos go through the worker's own decode (``stream.fetch.decode``), so training sees exactly the pixels
 that serving will.
 
 **Loss.** User tags miss ~40% of what a photo shows, so most "negatives" of a concept are cheap but some

@@ -17,7 +17,7 @@ import torch
 import tritonclient.http as httpclient
 from confluent_kafka import Producer
 
-from stream.images import decode
+from contracts.photos import decode
 from stream.settings import Settings
 from tools.embedded import Ports, Stack
 from trainer import export

@@ -12,8 +12,8 @@ from confluent_kafka import Consumer, TopicPartition
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
+from contracts.records import parse_upload
 from stream.clients import url_photo_id
-from stream.events import parse_upload
 from stream.settings import Settings
 from tools.cli import main
 from tools.embedded import create_topics

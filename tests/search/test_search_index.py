@@ -8,10 +8,10 @@ import threading
 import orjson
 import pytest
 
+from contracts.records import parse_rfc3339
 from search.counters import LiveCounters
 from search.records import InvalidEvent, parse_tag_event
 from search.store import Record, SearchIndex, Topics, query_terms
-from stream.events import parse_rfc3339
 
 TOPICS = Topics()
 

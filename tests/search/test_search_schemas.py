@@ -10,10 +10,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from search.backfill import manifest_photos
-from search.records import InvalidEvent, parse_dead_letter, parse_tag_event
-from stream.clients import upload_event
-from stream.events import (
+from contracts.records import (
     ErrorCode,
     PermanentError,
     Upload,
@@ -22,6 +19,9 @@ from stream.events import (
     parse_upload,
     tag_event,
 )
+from search.backfill import manifest_photos
+from search.records import InvalidEvent, parse_dead_letter, parse_tag_event
+from stream.clients import upload_event
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 TOPICS = ("photo-uploads", "photo-tags", "photo-uploads-dlq")

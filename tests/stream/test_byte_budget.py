@@ -111,8 +111,8 @@ def rgba_png(width: int, height: int) -> bytes:
 WORKER = textwrap.dedent("""
     import asyncio, json, sys
     from stream.agents import Tagger
-    from stream.events import parse_upload
-    from stream.inference import ModelInput
+    from contracts.records import parse_upload
+    from contracts.tensors import ModelInput
     from stream.settings import Settings
 
     def status(field):

@@ -9,8 +9,8 @@ import zlib
 import pytest
 from PIL import GifImagePlugin, Image
 
-from stream.events import PermanentError
-from stream.images import decode
+from contracts.photos import decode
+from contracts.records import PermanentError
 from tests.e2e.bad_inputs import animated_gif, encode
 
 

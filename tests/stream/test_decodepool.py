@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import REGISTRY
 
+from contracts.records import ErrorCode, PermanentError
 from stream.decodepool import DecodePool
-from stream.events import ErrorCode, PermanentError
 
 
 def run(coro):

@@ -4,7 +4,7 @@ import time
 import orjson
 import pytest
 
-from stream.events import (
+from contracts.records import (
     MAX_EVENT_BYTES,
     ErrorCode,
     PermanentError,

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.records import PermanentError, SourceUnavailable, parse_upload
+from contracts.tensors import ModelInput
 from stream.agents import read_and_decode_upload
-from stream.events import PermanentError, parse_upload
-from stream.images import SourceUnavailable, fetch
-from stream.inference import ModelInput
+from stream.fetch import fetch
 from stream.settings import Settings
 from tests.stream.scripted_http import ScriptedHTTP
 

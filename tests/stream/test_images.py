@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream.events import ErrorCode, PermanentError
-from stream.images import decode, fetch, to_rgb
+from contracts.photos import decode, to_rgb
+from contracts.records import ErrorCode, PermanentError
+from stream.fetch import fetch
 
 
 def jpeg(size=(640, 480), color=(200, 30, 30), fmt="JPEG") -> bytes:

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from contracts.records import ErrorCode, PermanentError
 from stream import inference
-from stream.events import ErrorCode, PermanentError
 from stream.inference import ModelAnswerError, Prediction, TaggerClient, parse_answer
 
 OK, FAILS, BAD_JSON, DROPS_ROW, NO_OUTPUT, NOT_PAIRS = 0, 11, 12, 13, 14, 15

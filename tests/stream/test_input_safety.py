@@ -11,8 +11,16 @@ import orjson
 import pytest
 from PIL import Image
 
-from stream.events import MAX_DLQ_ORIGINAL_BYTES, ErrorCode, PermanentError, dead_letter, photo_id_hint
-from stream.images import SourceUnavailable, decode, fetch, refused_address, to_rgb
+from contracts.photos import decode, to_rgb
+from contracts.records import (
+    MAX_DLQ_ORIGINAL_BYTES,
+    ErrorCode,
+    PermanentError,
+    SourceUnavailable,
+    dead_letter,
+    photo_id_hint,
+)
+from stream.fetch import fetch, refused_address
 from stream.settings import Settings, SettingsError
 from tests.e2e.bad_inputs import HostileHTTP, animated_gif, encode, oriented_png
 from tests.stream.scripted_http import ScriptedHTTP, trickle

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from stream.events import ErrorCode, PermanentError
-from stream.images import SourceUnavailable, fetch
+from contracts.records import ErrorCode, PermanentError, SourceUnavailable
+from stream.fetch import fetch
 from stream.objectstore import ListingError, S3Options, list_s3_photos, parse_s3_url, read_s3
 from stream.settings import SettingsError
 from tests.e2e.bad_inputs import HostileHTTP, encode

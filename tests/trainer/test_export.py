@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from stream.images import decode
+from contracts.photos import decode
 from trainer.checkpoint import load_tagger
 from trainer.export import ServingConfig, model_config, parse_version_policy, versions, write_version
 from trainer.export import main as export_main

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream.images import decode
+from contracts.photos import decode
 from trainer.export import write_version
 from trainer.serving.tagger_backend import select_tags
 from trainer.tensorrt import TensorRTUnavailable, require_tensorrt

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream.events import Upload, tag_event
+from contracts.records import Upload, tag_event
 from tests.trainer.test_export import fake_plan_builder
 from tools.cli import main as darkroom
 from trainer.checkpoint import load_tagger

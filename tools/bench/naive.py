@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.events import upload_value
+from contracts import topics
+from contracts.records import upload_value
 
 
 def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) -> dict:
@@ -26,7 +27,7 @@ def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) 
         producer = KafkaProducer(bootstrap_servers=stack.bootstrap)
         for i, path in enumerate(paths):
             producer.send(
-                "photo-uploads",
+                topics.UPLOADS,
                 key=f"naive-{i}".encode(),
                 value=upload_value(f"naive-{i}", path.resolve().as_uri(), user_tags=[]),
             )
@@ -37,7 +38,7 @@ def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) 
         # The same short fetch wait as the worker's: the embedded broker's long fetch holds are not the
         # baseline's fault, and the comparison is about the processing, not about that quirk.
         consumer = KafkaConsumer(
-            "photo-uploads",
+            topics.UPLOADS,
             bootstrap_servers=stack.bootstrap,
             group_id=None,
             auto_offset_reset="earliest",
@@ -54,7 +55,7 @@ def bench_naive(paths: list[Path], checkpoint: dict, repo: Path, run_dir: Path) 
                 "photo_id": event["photo_id"],
                 "tags": [t for t, s in zip(tags, scores, strict=True) if s > 0.5],
             }
-            producer.send("photo-tags", key=msg.key, value=json.dumps(result).encode())
+            producer.send(topics.TAGS, key=msg.key, value=json.dumps(result).encode())
             done += 1
             if done == len(paths):
                 break

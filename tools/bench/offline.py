@@ -14,6 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import track
 
+from contracts.tensors import INPUT_NAME, SCORES_OUTPUT
 from tools.bench.cpu import CpuMeter
 from tools.bench.workload import megapixels
 
@@ -24,7 +25,7 @@ def bench_decode(paths: list[Path], size: tuple[int, int]) -> dict:
     """Source megapixels per second for Pillow full decode (+ resize) and the worker's draft decode."""
     from PIL import Image
 
-    from stream.images import decode
+    from contracts.photos import decode
 
     blobs = [p.read_bytes() for p in paths]
     mp = megapixels(paths)
@@ -64,7 +65,8 @@ def offline_span(
     every process of a multi-process run is ready."""
     import onnxruntime as ort
 
-    from stream.images import decode, fetch
+    from contracts.photos import decode
+    from stream.fetch import fetch
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = cfg.ort_threads
@@ -76,7 +78,7 @@ def offline_span(
     def load(path: Path) -> np.ndarray:
         return decode(fetch(path.resolve().as_uri(), roots, 50_000_000, 10.0), size, 100_000_000)
 
-    session.run(["SCORES"], {"IMAGE": np.zeros((batch, size[1], size[0], 3), np.uint8)})  # warm-up
+    session.run([SCORES_OUTPUT], {INPUT_NAME: np.zeros((batch, size[1], size[0], 3), np.uint8)})  # warm-up
     if barrier is not None:
         barrier.wait()  # type: ignore[attr-defined]
     cpu, started = time.process_time(), time.time()
@@ -87,7 +89,7 @@ def offline_span(
             images = pending[i].result()
             if i + 2 < len(chunks):
                 pending.append(pool.submit(lambda c=chunks[i + 2]: np.stack([load(p) for p in c])))
-            session.run(["SCORES"], {"IMAGE": images})
+            session.run([SCORES_OUTPUT], {INPUT_NAME: images})
     return started, time.time(), time.process_time() - cpu
 
 

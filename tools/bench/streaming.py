@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream.events import upload_value
+from contracts import topics
+from contracts.records import upload_value
 from tools.bench.cpu import CpuMeter
 from tools.bench.workload import Plan
 
@@ -32,13 +33,13 @@ class TagCollector(threading.Thread):
 
         for topic, _, value in follow(
             self.bootstrap,
-            ["photo-tags", "photo-uploads-dlq"],
+            [topics.TAGS, topics.DLQ],
             idle_timeout_s=None,
             should_stop=self._stopping.is_set,
         ):
             pid = orjson.loads(value or b"{}").get("photo_id")
             self.seen.setdefault(pid, time.time())
-            if topic == "photo-uploads-dlq":
+            if topic == topics.DLQ:
                 self.dead.add(pid)
 
     def wait(self, ids: set[str], timeout_s: float) -> bool:

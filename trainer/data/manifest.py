@@ -12,7 +12,7 @@ concepts: fine-tuning and evaluation) are lists of strings, at least one of them
 the line and the field; a photo that is missing, corrupt or not an image is *skipped*, counted and listed,
 because a big collection always has some.
 
-Photos are decoded by the worker's own ``stream.images.decode`` (so training sees serving's pixels) once per
+Photos are decoded by the worker's own ``contracts.photos.decode`` (so training sees serving's pixels) once per
 (manifest, resolution) into a uint8 ``.npy`` cache beside it: realistic 640–1600 px JPEGs decode slowly,
 and every epoch and every experiment reuses the cache.
 """
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
-from stream.images import decode, fetch
+from contracts.photos import decode
+from stream.fetch import fetch
 
 #: Keys a manifest line may carry that the trainer reads.
 FIELDS = ("path", "url", "user_tags", "labels", "split", "owner")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from stream.images import decode
+from contracts.photos import decode
 from trainer.data.manifest import MAX_PIXELS, Encoder, read_manifest, read_photo_bytes
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stream.images import decode
+from contracts.photos import decode
 from trainer.serving.tagger_backend import select_tags
 
 MAX_PIXELS = 50_000_000

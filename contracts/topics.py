@@ -1,0 +1,10 @@
+"""The topics' default names (each is a setting: ``DARKROOM_*_TOPIC``). Records and schemas: contracts/records.py."""
+
+from __future__ import annotations
+
+#: new uploads, key = photo_id (schemas/photo-uploads.schema.json)
+UPLOADS = "photo-uploads"
+#: tag events for search indexing, key = photo_id (schemas/photo-tags.schema.json)
+TAGS = "photo-tags"
+#: bad input with a reason code and the original value (schemas/photo-uploads-dlq.schema.json)
+DLQ = "photo-uploads-dlq"
