@@ -110,7 +110,7 @@ def rgba_png(width: int, height: int) -> bytes:
 
 WORKER = textwrap.dedent("""
     import asyncio, json, sys
-    from stream.agents import Tagger
+    from stream.tagging import Tagger
     from contracts.records import parse_upload
     from contracts.tensors import ModelInput
     from stream.settings import Settings

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from contracts.records import PermanentError, SourceUnavailable, parse_upload
 from contracts.tensors import ModelInput
-from stream.agents import read_and_decode_upload
 from stream.fetch import fetch
+from stream.loading import read_and_decode_upload
 from stream.settings import Settings
 from tests.stream.scripted_http import ScriptedHTTP
 

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from stream import agents
-from stream.agents import InOrderPipeline
+from stream import pipeline
+from stream.pipeline import InOrderPipeline
 from stream.settings import Settings
 
 
@@ -58,7 +58,7 @@ def stops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         reasons.append(why)
         raise Stopped(why)
 
-    monkeypatch.setattr(agents, "_stop_uncommitted", stop)
+    monkeypatch.setattr(pipeline, "_stop_uncommitted", stop)
     return reasons
 
 
