@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     else:
-        from trainer.pipeline import QUICK, build_synthetic_model
+        from trainer.synthetic_model import QUICK, build_synthetic_model
 
         build_synthetic_model(work / "repo", work, QUICK)
         checkpoint = torch.load(work / "checkpoint" / "checkpoint.pt", map_location="cpu", weights_only=False)

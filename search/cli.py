@@ -20,7 +20,7 @@ from rich.text import Text
 
 from search.consumer import consume
 from search.counters import LiveCounters
-from search.store import Applied, Hit, SearchIndex, Topics, query_terms
+from search.store import Applied, Hit, SearchIndex, TopicNames, query_terms
 from stream.settings import Settings, SettingsError
 
 console = Console(stderr=True)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.reset:
         index.reset()
-    topics, counters, stop = Topics.from_settings(settings), LiveCounters(), threading.Event()
+    topics, counters, stop = TopicNames.from_settings(settings), LiveCounters(), threading.Event()
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)
     }

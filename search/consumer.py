@@ -7,14 +7,14 @@ import time
 from collections.abc import Iterator
 
 from search.counters import LiveCounters
-from search.store import Applied, Record, SearchIndex, Topics
+from search.store import Applied, Record, SearchIndex, TopicNames
 from stream.settings import Settings
 
 
 def consume(
     index: SearchIndex,
     bootstrap: str,
-    topics: Topics,
+    topics: TopicNames,
     counters: LiveCounters | None = None,
     stop: threading.Event | None = None,
     once: bool = False,

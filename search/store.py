@@ -122,7 +122,7 @@ class Applied:
 
 
 @dataclass(frozen=True)
-class Topics:
+class TopicNames:
     """The names of the three topics (from Settings: DARKROOM_*_TOPIC)."""
 
     uploads: str = topics.UPLOADS
@@ -130,7 +130,7 @@ class Topics:
     dlq: str = topics.DLQ
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Topics:
+    def from_settings(cls, settings: Settings) -> TopicNames:
         return cls(settings.uploads_topic, settings.tags_topic, settings.dlq_topic)
 
     def all(self) -> list[str]:
@@ -175,7 +175,7 @@ class SearchIndex:
 
     # -- writing -----------------------------------------------------------------------------------------------
     def apply(
-        self, records: Sequence[Record], topics: Topics, counters: LiveCounters | None = None
+        self, records: Sequence[Record], topics: TopicNames, counters: LiveCounters | None = None
     ) -> Applied:
         """Apply a batch and remember each partition's next offset, all in one transaction."""
         applied = Applied()

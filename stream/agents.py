@@ -30,18 +30,18 @@ import logging
 import faust
 
 from stream import metrics
-from stream.app import Topics
+from stream.app import AppTopics
 from stream.health import attach_health
 from stream.pipeline import InOrderPipeline
 from stream.settings import Settings
-from stream.tagging import Tagger
+from stream.tagging import BatchTagger
 
 log = logging.getLogger(__name__)
 
 
-def attach_agents(app: faust.App, topics: Topics, settings: Settings) -> None:
+def attach_agents(app: faust.App, topics: AppTopics, settings: Settings) -> None:
     """Register the tagging agent, the Triton/Kafka watchers and the health and metrics pages on ``app``."""
-    tagger = Tagger(settings, topics)
+    tagger = BatchTagger(settings, topics)
 
     @app.agent(topics.uploads, name="tag-uploads", concurrency=1)
     async def tag_uploads(stream: faust.StreamT) -> None:

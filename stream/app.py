@@ -13,7 +13,7 @@ from stream.settings import Settings
 
 
 @dataclass(frozen=True)
-class Topics:
+class AppTopics:
     uploads: faust.TopicT
     tags: faust.TopicT
     dlq: faust.TopicT
@@ -88,7 +88,7 @@ class TaggerApp(faust.App):
         )
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Topics]:
+def create_app(settings: Settings) -> tuple[faust.App, AppTopics]:
     """Build the worker's app and its three topics from ``settings`` (no I/O happens here)."""
     app = TaggerApp(
         settings.group_id,
@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Topics]:
     )
     app.idempotent_producer = settings.producer_idempotence
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    topics = Topics(
+    topics = AppTopics(
         uploads=app.topic(settings.uploads_topic, **raw),
         tags=app.topic(settings.tags_topic, **raw),
         dlq=app.topic(settings.dlq_topic, **raw),

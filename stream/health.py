@@ -9,14 +9,14 @@ import logging
 import faust
 
 from stream import metrics
-from stream.tagging import Tagger
+from stream.tagging import BatchTagger
 
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 2.0
 
 
-def attach_health(app: faust.App, tagger: Tagger) -> None:
+def attach_health(app: faust.App, tagger: BatchTagger) -> None:
     """Register the Triton/Kafka watcher and the health and metrics pages on ``app``."""
 
     @app.timer(HEALTH_INTERVAL_S)

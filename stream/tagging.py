@@ -26,7 +26,7 @@ from contracts.records import (
 )
 from contracts.tensors import ModelInput
 from stream import metrics
-from stream.app import Topics
+from stream.app import AppTopics
 from stream.budget import ByteBudget
 from stream.decodepool import DecodePool
 from stream.fetch import fetch
@@ -44,10 +44,10 @@ STRAGGLER_S = 1.0
 DEADLINE_CHECK_S = 0.5  # how often a waiting batch looks for photos stuck past their decode deadline
 
 
-class Tagger:
+class BatchTagger:
     """Per-process state of the agent: the Triton client, the decode threads and the model's input shape."""
 
-    def __init__(self, settings: Settings, topics: Topics) -> None:
+    def __init__(self, settings: Settings, topics: AppTopics) -> None:
         self.settings = settings
         self.topics = topics
         self.client = TaggerClient(

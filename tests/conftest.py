@@ -13,7 +13,7 @@ def synthetic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Triton model repository holding version 1 of ``tagger``, trained here on synthetic photos
     (the QUICK recipe: under a minute on 2 cores). Returns the work folder; ``repo`` and the photo sets
     (``train``, ``val``) and ``checkpoint/checkpoint.pt`` are inside it."""
-    from trainer.pipeline import QUICK, build_synthetic_model
+    from trainer.synthetic_model import QUICK, build_synthetic_model
 
     work = tmp_path_factory.mktemp("synthetic-model")
     build_synthetic_model(work / "repo", work, QUICK)

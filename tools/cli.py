@@ -236,7 +236,7 @@ def cmd_model(args: argparse.Namespace) -> int:
             return 2
         console.print(f"general tagger (EfficientNet-Lite0, ImageNet weights) → {version}")
         return 0
-    from trainer.pipeline import FULL, QUICK, build_synthetic_model
+    from trainer.synthetic_model import FULL, QUICK, build_synthetic_model
 
     build_synthetic_model(args.repo, args.workdir, QUICK if args.quick else FULL, seed=args.seed)
     return 0
@@ -338,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--photos", type=int, default=240)
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
-    demo.add_argument("--model-repo", type=Path, default=Path("triton_models"))
-    demo.add_argument("--workdir", type=Path, default=Path("data/synthetic"))
+    demo.add_argument("--model-repo", type=Path, default=Path("data/demo/triton_models"),
+                      help="the demo's own model repository, rebuilt each run")  # fmt: skip
+    demo.add_argument("--workdir", type=Path, default=Path("data/demo"))
     demo.add_argument("--run-dir", type=Path, default=Path("run/demo"))
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the last outcome")
     demo.set_defaults(func=cmd_demo)

@@ -1,9 +1,15 @@
-"""``darkroom demo``: the whole loop on this machine, with numbers, a contact sheet and a search at the end.
+"""``darkroom demo``: the paper's story on this machine, with numbers, a contact sheet and a search at the end.
 
-Trains the synthetic model if the repository has none, starts the embedded stack (with the search indexer),
-publishes held-out photos the model never saw, waits until every one has its tag event (or dead letter),
-reports, searches the index for the commonest pair of tags, and stops (in a terminal: after Enter, so the
-search page can be tried).
+1. The general tagger (EfficientNet-Lite0 with ImageNet weights, classes mapped to a photo vocabulary) is built
+   into the demo's own model repository as version 1, and the embedded stack (broker, Triton, workers, search
+   indexer) starts on it. Real sample photographs (scikit-image, scikit-learn, matplotlib) get real tags.
+2. The backbone is fine-tuned on a synthetic collection's noisy user tags (a new head on cached features) and
+   rolled out live as version 2: Triton loads it while the workers keep running.
+3. Held-out photos of the collection are tagged by version 2 with the collection's own vocabulary, scored
+   against their known content; then the search index is queried.
+
+The demo's repository (``data/demo/triton_models``) is rebuilt each run, so ``darkroom up`` on
+``triton_models/`` keeps serving the general tagger.
 """
 
 from __future__ import annotations
@@ -49,15 +55,25 @@ class Outcome:
         return (self.seen_at - parse_rfc3339(self.event.get("uploaded_at") or "").timestamp()) * 1000
 
 
+#: Marks a model repository as the demo's own, which each run may rebuild.
+DEMO_MARKER = ".darkroom-demo"
+#: The collection the general tagger is fine-tuned on: small enough for a demo, enough for a head.
+FINETUNE_TRAIN, FINETUNE_VAL = 800, 300
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from trainer.data.synthetic import make_photo_set
-    from trainer.export import versions
-    from trainer.pipeline import build_synthetic_model
 
-    if not versions(args.model_repo / "tagger"):
-        console.rule("training the demo model (first run only, ~2 minutes)")
-        build_synthetic_model(args.model_repo, args.workdir)
-    console.rule(f"rendering {args.photos} held-out photos (640x480 JPEG)")
+    repo: Path = args.model_repo
+    if (repo / "tagger").exists() and not (repo / DEMO_MARKER).exists():
+        console.print(
+            f"[red]error:[/] {repo} holds a model the demo did not make, and the demo rebuilds its repository; "
+            "give --model-repo a folder of its own (default data/demo/triton_models)"
+        )
+        return 2
+    _fresh_general_repo(repo)
+    samples = _sample_photos(args.workdir / "samples")
+    console.rule(f"rendering {args.photos} held-out photos of the collection (640x480 JPEG)")
     holdout = make_photo_set(
         args.workdir / "holdout", args.photos, seed=HOLDOUT_SEED, size=(640, 480), split="holdout"
     )
@@ -65,18 +81,30 @@ def run_demo(args: argparse.Namespace) -> int:
     photos = {photo_id_for(holdout.parent / r["path"]): (holdout.parent / r["path"], r) for r in records}
 
     stack = Stack(
-        args.run_dir, args.model_repo, Ports.free(), file_roots=[holdout.parent], with_indexer=True,
+        args.run_dir,
+        repo,
+        Ports.free(),
+        file_roots=[args.workdir],
+        with_indexer=True,
         workers=default_workers(),
-    )  # fmt: skip
-    console.rule("starting broker, Triton, worker and search indexer")
+    )
+    console.rule("starting broker, Triton (the general tagger, version 1), workers and search indexer")
     try:
         stack.start()
     except StackError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
     try:
+        console.rule("1. real photographs, tagged by the general tagger")
+        sample_outcomes, _ = _publish_and_collect(stack, samples, timeout_s=args.timeout)
+        _show_samples(sample_outcomes)
+        console.rule(
+            "2. fine-tuning the backbone on the collection's noisy user tags, rolled out as version 2"
+        )
+        version = _finetune_and_roll_out(repo, args.workdir / "finetune", stack)
+        console.rule(f"3. the collection's held-out photos, tagged by version {version}")
         outcomes, wall = _publish_and_collect(stack, photos, timeout_s=args.timeout)
-        code = _report(outcomes, photos, wall, args.out)
+        code = _report(outcomes, photos, wall, args.out, list(sample_outcomes.values()))
         _show_search(stack, [o for o in outcomes.values() if o.kind == "tags"])
         _keep_page_open(stack)
     except StackError as exc:
@@ -85,6 +113,93 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
     return code
+
+
+def _fresh_general_repo(repo: Path) -> None:
+    """Rebuild ``repo`` with the general tagger as version 1 (seconds: no training)."""
+    import shutil
+
+    from trainer.general.model import build_general_model
+
+    console.rule("building the general tagger: EfficientNet-Lite0, ImageNet weights, a photo vocabulary")
+    shutil.rmtree(repo / "tagger", ignore_errors=True)
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / DEMO_MARKER).write_text("the model repository of `darkroom demo`, rebuilt on every run\n")
+    build_general_model(repo)
+
+
+def _sample_photos(folder: Path) -> dict[str, tuple[Path, dict]]:
+    """The sample photographs shipped with scikit-image, scikit-learn and matplotlib, as files to upload."""
+    from trainer.general.samples import sample_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = {}
+    for name, png in sample_photos().items():
+        path = folder / f"{name}.png"
+        path.write_bytes(png)
+        photos[photo_id_for(path)] = (path, {"owner": "demo", "user_tags": [], "labels": []})
+    return photos
+
+
+def _show_samples(outcomes: dict[str, Outcome]) -> None:
+    table = Table(title="real photographs, general tagger", title_justify="left")
+    for col in ("photo", "tags (score)"):
+        table.add_column(col)
+    for o in sorted(outcomes.values(), key=lambda o: o.path.name):
+        tags = ", ".join(f"{t['tag']} {t['score']:.2f}" for t in o.event.get("tags", []))
+        table.add_row(
+            o.path.stem, tags or ("dead letter: " + str(o.event.get("error")) if o.kind == "dlq" else "-")
+        )
+    console.print(table)
+
+
+def _finetune_and_roll_out(repo: Path, workdir: Path, stack: Stack, timeout_s: float = 180.0) -> int:
+    """Train a head for the collection's vocabulary on the general tagger's frozen ImageNet backbone (its
+    features cached, so a rerun trains in seconds), export it as the next version and wait until Triton
+    serves it; the workers keep running throughout."""
+    import urllib.request
+
+    from trainer.data.synthetic import make_photo_set
+    from trainer.export import versions, write_version
+    from trainer.train import TrainConfig
+    from trainer.train import main as train_main
+    from trainer.vocab.vocabulary import synthetic_vocabulary
+
+    served = versions(repo / "tagger")[-1]
+    train = make_photo_set(workdir / "train", FINETUNE_TRAIN, seed=0, split="train")
+    val = make_photo_set(workdir / "val", FINETUNE_VAL, seed=1, split="val")
+    size = _served_input_size(repo)  # versions of one model share the input size
+    config = TrainConfig(model="efficientnet_lite0", size=size, init_from="imagenet", unfreeze=0)
+    checkpoint = train_main(
+        train, val, synthetic_vocabulary(), workdir / "checkpoint", config, cache_dir=workdir / "cache",
+        feature_cache=workdir / "features",
+    )  # fmt: skip
+    version_dir = write_version(repo, checkpoint)
+    version = int(version_dir.name)
+    console.print(
+        f"head trained on {FINETUNE_TRAIN} photos' user tags: val mAP {checkpoint['metrics']['val_mAP']:.3f} "
+        f"(clean labels) → version {version} (was {served}); waiting for Triton to load it"
+    )
+    url = f"http://{stack.triton_http}/v2/models/tagger/versions/{version}/ready"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return version
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise StackError(f"Triton did not serve version {version} within {timeout_s:.0f}s; see {stack.run_dir}")
+
+
+def _served_input_size(repo: Path) -> int:
+    """The square input size the repository's ``tagger`` serves (its config.pbtxt)."""
+    from trainer.export import config_input_size, read_model_config
+
+    size = config_input_size(read_model_config(repo / "tagger" / "config.pbtxt"))
+    assert size is not None and size[0] == size[1], size
+    return size[0]
 
 
 def _publish_and_collect(
@@ -117,7 +232,9 @@ def _publish_and_collect(
     return outcomes, max(o.seen_at for o in outcomes.values()) - started if outcomes else 0.0
 
 
-def _report(outcomes: dict[str, Outcome], photos: dict, wall: float, out: Path) -> int:
+def _report(
+    outcomes: dict[str, Outcome], photos: dict, wall: float, out: Path, samples: list[Outcome]
+) -> int:
     tagged = [o for o in outcomes.values() if o.kind == "tags"]
     table = Table(title="first 15 photos", title_justify="left")
     for col in ("photo", "predicted tags", "true content", "latency"):
@@ -150,7 +267,7 @@ def _report(outcomes: dict[str, Outcome], photos: dict, wall: float, out: Path) 
         f"p95 {summary['latency_ms']['p95']} ms (all {len(photos)} published at once); "
         f"tags vs true content: precision {summary['tag_precision']}, recall {summary['tag_recall']}"
     )
-    write_contact_sheet(out, tagged, summary)
+    write_contact_sheet(out, [o for o in samples if o.kind == "tags"] + tagged, summary)
     console.print(
         f"contact sheet: {(out / 'index.html').resolve()}   events: {(out / 'tags.jsonl').resolve()}"
     )
@@ -258,12 +375,12 @@ def write_contact_sheet(out: Path, tagged: list[Outcome], summary: dict) -> None
                 img.thumbnail((200, 150))
                 img.save(thumbs / f"{o.photo_id}.jpg", quality=80)
             tags = "".join(
-                f'<span class="{"hit" if t["tag"] in o.labels else "miss"}">{html.escape(t["tag"])} {t["score"]:.2f}</span>'
+                f'<span class="{"hit" if t["tag"] in o.labels else "miss" if o.labels else "tag"}">{html.escape(t["tag"])} {t["score"]:.2f}</span>'
                 for t in o.event["tags"]
             )
             cards.append(
                 f'<figure><img src="thumbs/{html.escape(o.photo_id)}.jpg" alt=""><figcaption>{tags or "<i>no tag</i>"}'
-                f"<small>truth: {html.escape(', '.join(o.labels))} · {o.latency_ms:.0f} ms</small></figcaption></figure>"
+                f"<small>{'truth: ' + html.escape(', '.join(o.labels)) if o.labels else html.escape(o.path.name) + ' (general tagger)'} · v{html.escape(str(o.event.get('model_version')))} · {o.latency_ms:.0f} ms</small></figcaption></figure>"
             )
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "index.html").write_text(
@@ -272,8 +389,10 @@ def write_contact_sheet(out: Path, tagged: list[Outcome], summary: dict) -> None
         "main{display:grid;grid-template-columns:repeat(auto-fill,210px);gap:10px}"
         "figure{margin:0;background:#222;padding:5px;border-radius:4px}img{width:200px;height:150px;object-fit:cover}"
         "span{display:inline-block;margin:2px;padding:1px 5px;border-radius:3px;font-size:12px}"
-        ".hit{background:#2a6}.miss{background:#a44}small{display:block;color:#999;margin-top:3px}</style>"
+        ".hit{background:#2a6}.miss{background:#a44}.tag{background:#457}small{display:block;color:#999;margin-top:3px}</style>"
         f"<h1>Darkroom demo</h1><p>{html.escape(json.dumps(summary))}</p>"
-        "<p>Green: the tag is in the photo's true content; red: it is not.</p>"
+        "<p>First the real sample photographs, tagged by the general tagger (blue). Then the collection's held-out "
+        "photos, tagged by the fine-tuned version: green where the tag is in the photo's true content, red where "
+        "it is not.</p>"
         f"<main>{''.join(cards)}</main>\n"
     )

@@ -127,7 +127,7 @@ def report_markdown(report: dict, title: str, target_precision: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(
+def write_evaluation_report(
     out: Path,
     scores: np.ndarray,
     targets: np.ndarray,
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     else:  # the checkpoint says which of its thresholds reached the target on its validation set
         calibrated = list(checkpoint.get("metrics", {}).get("calibrated", [False] * len(thresholds)))
-    report = write_report(
+    report = write_evaluation_report(
         args.out,
         predict(tagger, test.images),
         test.clean_targets,

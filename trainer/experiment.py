@@ -35,7 +35,7 @@ import torch
 
 from trainer.data.manifest import PhotoSet, load_photo_set
 from trainer.data.synthetic import make_photo_set
-from trainer.evaluate import write_report
+from trainer.evaluate import write_evaluation_report
 from trainer.finetune import FeatureCache, predict_features
 from trainer.metrics import calibrate_thresholds, score_metrics, threshold_reached
 from trainer.models.catalog import model_cost
@@ -333,7 +333,7 @@ def _report(
     calibrated = [
         threshold_reached(val_scores[:, k], val.clean_targets[:, k], t, 0.9) for k, t in enumerate(thresholds)
     ]  # type: ignore[index]
-    write_report(
+    write_evaluation_report(
         out, scores, test.clean_targets, synthetic_vocabulary().tags, thresholds, calibrated,
         title.replace("_", " "), 0.9,
     )  # type: ignore[arg-type]  # fmt: skip

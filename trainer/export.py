@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from contracts.tensors import INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 from trainer.checkpoint import load_checkpoint, load_tagger
@@ -78,14 +80,15 @@ class ServingConfig:
                 f"version policy specific needs versions >= 1, got {list(self.specific_versions)}"
             )
 
-    def policy_pbtxt(self, extra_latest: int = 0) -> str:
-        """The ``version_policy`` line; ``extra_latest`` keeps that many more of the latest versions loaded."""
+    def set_policy(self, config: model_config_pb2.ModelConfig, extra_latest: int = 0) -> None:
+        """Set ``config``'s version policy; ``extra_latest`` keeps that many more of the latest versions loaded."""
+        policy = config.version_policy
         if self.version_policy == "all":
-            return "version_policy: { all { } }\n"
-        if self.version_policy == "specific":
-            listed = ", ".join(str(v) for v in self.specific_versions)
-            return f"version_policy: {{ specific {{ versions: [ {listed} ] }} }}\n"
-        return f"version_policy: {{ latest {{ num_versions: {self.num_versions + extra_latest} }} }}\n"
+            policy.all.SetInParent()
+        elif self.version_policy == "specific":
+            policy.specific.versions.extend(self.specific_versions)
+        else:
+            policy.latest.num_versions = self.num_versions + extra_latest
 
 
 def parse_version_policy(text: str) -> dict:
@@ -127,6 +130,8 @@ def export_onnx(
         # Height and width are fixed in the graph, so sizes read from them (TF "same" padding, the centre
         # crop) are exact constants: the tracer's warning about that does not apply.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # ... and an opset note that slices with steps > 1 stay unfolded, which changes nothing served
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             (_CastFirst(tagger) if cast_first else tagger).eval(),
             (example,),
@@ -147,43 +152,56 @@ def model_config(
     num_tags: int | None = None,
     scores_model: str | None = None,
 ) -> str:
-    """The ``config.pbtxt`` of a model.
+    """The ``config.pbtxt`` of a model, built as Triton's ModelConfig message and written in its text format.
 
     ``cpu``: the Python-backend ``tagger`` (SCORES + TAGS). With ``scores_model`` it is the GPU variant's
     front, which gets its scores from that plan model. ``gpu``: the TensorRT plan (SCORES only; its output
     width is ``num_tags`` when known, since a plan has a fixed vocabulary size).
     """
+    pb = model_config_pb2
+    config = pb.ModelConfig(name=name, max_batch_size=serving.max_batch_size)
     if target == "cpu":
-        head = f'name: "{name}"\nbackend: "python"\n'
-        outputs = (
-            f'  {{ name: "{SCORES}" data_type: TYPE_FP32 dims: [ -1 ] }},\n'
-            f'  {{ name: "{TAGS}" data_type: TYPE_STRING dims: [ 1 ] }}\n'
-        )
-        kind = "KIND_CPU"
-        params = f'parameters {{ key: "intra_op_threads" value: {{ string_value: "{serving.intra_op_threads}" }} }}\n'
+        config.backend = "python"
+        config.output.add(name=SCORES, data_type=pb.TYPE_FP32, dims=[-1])
+        config.output.add(name=TAGS, data_type=pb.TYPE_STRING, dims=[1])
+        kind = pb.ModelInstanceGroup.KIND_CPU
+        config.parameters["intra_op_threads"].string_value = str(serving.intra_op_threads)
         if scores_model:
-            params += f'parameters {{ key: "scores_model" value: {{ string_value: "{scores_model}" }} }}\n'
-        policy = serving.policy_pbtxt()
+            config.parameters["scores_model"].string_value = scores_model
+        serving.set_policy(config)
     elif target == "gpu":
-        head = f'name: "{name}"\nplatform: "tensorrt_plan"\n'
-        outputs = f'  {{ name: "{SCORES}" data_type: TYPE_FP32 dims: [ {num_tags or -1} ] }}\n'
-        kind, params = "KIND_GPU", ""
+        config.platform = "tensorrt_plan"
+        config.output.add(name=SCORES, data_type=pb.TYPE_FP32, dims=[num_tags or -1])
+        kind = pb.ModelInstanceGroup.KIND_GPU
         # One version more than the front: during a rollout the front's old version still calls its plan.
-        policy = serving.policy_pbtxt(extra_latest=1)
+        serving.set_policy(config, extra_latest=1)
     else:
         raise ValueError(f"unknown target {target!r}; choose cpu or gpu")
-    preferred = ", ".join(str(b) for b in serving.preferred_batch_sizes if b <= serving.max_batch_size)
-    return (
-        head
-        + f"max_batch_size: {serving.max_batch_size}\n"
-        + f'input [\n  {{ name: "{INPUT}" data_type: TYPE_UINT8 dims: [ {size[0]}, {size[1]}, 3 ] }}\n]\n'
-        + f"output [\n{outputs}]\n"
-        + policy
-        + f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
-        + f"  max_queue_delay_microseconds: {serving.max_queue_delay_us}\n}}\n"
-        + f"instance_group [ {{ kind: {kind} count: {serving.instances} }} ]\n"
-        + params
+    config.input.add(name=INPUT, data_type=pb.TYPE_UINT8, dims=[size[0], size[1], 3])
+    config.dynamic_batching.preferred_batch_size.extend(
+        b for b in serving.preferred_batch_sizes if b <= serving.max_batch_size
     )
+    config.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_us
+    config.instance_group.add(kind=kind, count=serving.instances)
+    return text_format.MessageToString(config)
+
+
+def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
+    """Parse a ``config.pbtxt``; ValueError naming the file when it is not a Triton model config."""
+    try:
+        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{path} is not a Triton model config ({exc}); remove it or export under another --name"
+        ) from None
+
+
+def tensor_dims(config: model_config_pb2.ModelConfig, name: str) -> list[int] | None:
+    """The declared dims of input or output ``name`` (batch axis excluded), None if not declared."""
+    for tensor in [*config.input, *config.output]:
+        if tensor.name == name:
+            return list(tensor.dims)
+    return None
 
 
 def versions(model_dir: Path) -> list[int]:
@@ -195,15 +213,16 @@ def versions(model_dir: Path) -> list[int]:
     )
 
 
-def _config_input_size(config_text: str) -> tuple[int, int] | None:
-    match = re.search(rf'name: "{INPUT}" data_type: TYPE_UINT8 dims: \[ (\d+), (\d+), 3 \]', config_text)
-    return (int(match[1]), int(match[2])) if match else None
+def config_input_size(config: model_config_pb2.ModelConfig) -> tuple[int, int] | None:
+    """The (height, width) of a model's uint8 image input, as its config declares it."""
+    dims = tensor_dims(config, INPUT)
+    return (dims[0], dims[1]) if dims and len(dims) == 3 else None
 
 
 def _check_input_size(model_dir: Path, size: tuple[int, int]) -> None:
     config_path = model_dir / "config.pbtxt"
     if config_path.exists():
-        served = _config_input_size(config_path.read_text())
+        served = config_input_size(read_model_config(config_path))
         if served is not None and served != size:
             raise ValueError(
                 f"{config_path} serves {served[0]}x{served[1]} inputs but this checkpoint takes "
@@ -324,14 +343,10 @@ def _write_plan_version(
     _check_input_size(plan_dir, size)
     num_tags = len(checkpoint["vocab"]["tags"])
     config_path = plan_dir / "config.pbtxt"
-    served = (
-        re.search(rf'name: "{SCORES}" data_type: TYPE_FP32 dims: \[ (\d+) \]', config_path.read_text())
-        if config_path.exists()
-        else None
-    )
-    if served and int(served[1]) != num_tags:
+    served = tensor_dims(read_model_config(config_path), SCORES) if config_path.exists() else None
+    if served and served[0] > 0 and served[0] != num_tags:
         raise ValueError(
-            f"{config_path} serves {served[1]} tags but this checkpoint has {num_tags}: a plan's output width is "
+            f"{config_path} serves {served[0]} tags but this checkpoint has {num_tags}: a plan's output width is "
             "fixed in its config; export a new vocabulary under another --name"
         )
     plan_dir.mkdir(parents=True, exist_ok=True)

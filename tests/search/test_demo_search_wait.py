@@ -10,7 +10,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from search.consumer import consume
-from search.store import SearchIndex, Topics
+from search.store import SearchIndex, TopicNames
 from stream.clients import end_offsets
 from stream.settings import Settings
 from tools.demo import _caught_up_index
@@ -44,7 +44,7 @@ def test_search_waits_until_the_index_has_read_every_tag_event(broker, tag_value
     def slow_indexer() -> None:
         time.sleep(3.0)  # an indexer that starts late (a loaded machine), then reads everything
         index = SearchIndex(db)
-        for _ in consume(index, broker, Topics(), stop=stop):
+        for _ in consume(index, broker, TopicNames(), stop=stop):
             pass
         index.close()
 

@@ -73,7 +73,7 @@ def test_index_once_then_resume_reads_only_what_is_new(topics, tag_value, tmp_pa
 
 
 def test_search_prints_ranked_photos_with_tags_and_exits_1_when_nothing_matches(tmp_path, tag_value, capsys):
-    from search.store import Record, Topics
+    from search.store import Record, TopicNames
 
     db = tmp_path / "index.sqlite"
     index = SearchIndex(db)
@@ -81,7 +81,7 @@ def test_search_prints_ranked_photos_with_tags_and_exits_1_when_nothing_matches(
         tag_value("sunny", {"beach": 0.9, "sunset": 0.8}),
         tag_value("dim", {"beach": 0.6, "sunset": 0.6}),
     ]
-    index.apply([Record("photo-tags", 0, i, v) for i, v in enumerate(values)], Topics())
+    index.apply([Record("photo-tags", 0, i, v) for i, v in enumerate(values)], TopicNames())
     index.close()
 
     assert search_main(["beach", "sunset", "--db", str(db), "--json"]) == 0
@@ -98,11 +98,13 @@ def test_search_prints_ranked_photos_with_tags_and_exits_1_when_nothing_matches(
 
 
 def test_markup_in_photo_ids_and_tags_prints_literally(tmp_path, tag_value, capsys):
-    from search.store import Record, Topics
+    from search.store import Record, TopicNames
 
     db = tmp_path / "index.sqlite"
     index = SearchIndex(db)
-    index.apply([Record("photo-tags", 0, 0, tag_value("[/x]", {"beach": 0.9, "[bold]red": 0.8}))], Topics())
+    index.apply(
+        [Record("photo-tags", 0, 0, tag_value("[/x]", {"beach": 0.9, "[bold]red": 0.8}))], TopicNames()
+    )
     index.close()
     assert search_main(["beach", "--db", str(db), "--limit", "5"]) == 0
     out = capsys.readouterr().out

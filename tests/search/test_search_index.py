@@ -11,9 +11,9 @@ import pytest
 from contracts.records import parse_rfc3339
 from search.counters import LiveCounters
 from search.records import InvalidEvent, parse_tag_event
-from search.store import Record, SearchIndex, Topics, query_terms
+from search.store import Record, SearchIndex, TopicNames, query_terms
 
-TOPICS = Topics()
+TOPICS = TopicNames()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from search import web
 from search.counters import LiveCounters
-from search.store import Record, SearchIndex, Topics
+from search.store import Record, SearchIndex, TopicNames
 from search.web import serve
 from stream.settings import Settings
 from tests.external import require
@@ -31,7 +31,7 @@ PHOTOS = {
     "snowy-night": {"snow": 0.9, "night": 0.85},
     "meadow": {"grass": 0.9, "flower": 0.6},
 }
-TOPICS = Topics()
+TOPICS = TopicNames()
 
 
 @pytest.fixture

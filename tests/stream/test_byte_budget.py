@@ -110,7 +110,7 @@ def rgba_png(width: int, height: int) -> bytes:
 
 WORKER = textwrap.dedent("""
     import asyncio, json, sys
-    from stream.tagging import Tagger
+    from stream.tagging import BatchTagger
     from contracts.records import parse_upload
     from contracts.tensors import ModelInput
     from stream.settings import Settings
@@ -122,7 +122,7 @@ WORKER = textwrap.dedent("""
 
     async def main(base, names):
         settings = Settings(allow_loopback_http=True, fetch_timeout_s=120, decode_timeout_s=300)
-        tagger = Tagger(settings, None)
+        tagger = BatchTagger(settings, None)
         uploads = [parse_upload(json.dumps({"photo_id": n, "url": f"{base}/{n}", "uploaded_at": "2026-01-01T00:00:00Z"}).encode()) for n in names]
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # the high-water mark starts again from here: the worker, set up and idle

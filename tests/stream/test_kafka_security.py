@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from search.consumer import consume
-from search.store import SearchIndex, Topics
+from search.store import SearchIndex, TopicNames
 from stream.app import create_app
 from stream.clients import UploadPublisher, follow
 from stream.kafka_security import faust_credentials, librdkafka_config
@@ -132,7 +132,7 @@ def tls_broker(
             assert broker.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
         admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, **librdkafka_config(settings)})
-        created = admin.create_topics([NewTopic(t, 1, 1) for t in Topics.from_settings(settings).all()])
+        created = admin.create_topics([NewTopic(t, 1, 1) for t in TopicNames.from_settings(settings).all()])
         for future in created.values():
             future.result(timeout=30)
         yield settings, proxy
@@ -155,7 +155,9 @@ def test_cli_clients_and_indexer_publish_and_read_through_a_mutual_tls_listener(
     assert (settings.uploads_topic, b"p1", value) in seen
     index = SearchIndex(tmp_path / "index.sqlite")
     applied = list(
-        consume(index, settings.kafka_bootstrap, Topics.from_settings(settings), once=True, settings=settings)
+        consume(
+            index, settings.kafka_bootstrap, TopicNames.from_settings(settings), once=True, settings=settings
+        )
     )
     assert sum(a.uploads for a in applied) >= 1 and index.url_of("p1") == "file:///photos/p1.jpg"
     assert proxy.clients == {"darkroom-client"}  # every connection presented the client cert

@@ -1,7 +1,6 @@
 """The exported model is the trained model: same numbers, and the names Triton's config promises."""
 
 import json
-import re
 import time
 
 import numpy as np
@@ -9,10 +8,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from contracts.photos import decode
 from trainer.checkpoint import load_tagger
-from trainer.export import ServingConfig, model_config, parse_version_policy, versions, write_version
+from trainer.export import (
+    ServingConfig,
+    model_config,
+    parse_version_policy,
+    read_model_config,
+    versions,
+    write_version,
+)
 from trainer.export import main as export_main
 from trainer.serving.tagger_backend import encode_tags, select_tags
 
@@ -37,17 +45,20 @@ def test_onnx_matches_pytorch_on_real_images(synthetic_model, checkpoint, real_i
         assert np.abs(got - want).max() < 1e-4
 
 
-def _config_tensors(text: str, section: str) -> dict[str, tuple[str, list[int]]]:
-    block = re.search(rf"{section} \[(.*?)\n\]", text, re.S)[1]
+def _config_tensors(config: model_config_pb2.ModelConfig, section: str) -> dict[str, tuple[str, list[int]]]:
+    """name → (data type, dims) of a config's inputs or outputs."""
     return {
-        m[1]: (m[2], [int(d) for d in m[3].split(",")])
-        for m in re.finditer(r'name: "(\w+)" data_type: (\w+) dims: \[ ([-\d, ]+) \]', block)
+        t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in getattr(config, section)
     }
+
+
+def _parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
 def test_onnx_names_types_and_shapes_equal_config_pbtxt(synthetic_model):
     model_dir = synthetic_model / "repo" / "tagger"
-    config = (model_dir / "config.pbtxt").read_text()
+    config = read_model_config(model_dir / "config.pbtxt")
     graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
     inputs, outputs = _config_tensors(config, "input"), _config_tensors(config, "output")
     for tensor, declared in [(graph.input[0], inputs), (graph.output[0], outputs)]:
@@ -80,8 +91,10 @@ def test_config_declares_dynamic_batching_and_instances():
         (96, 96),
         ServingConfig(max_batch_size=32, instances=2, preferred_batch_sizes=(8, 64)),
     )
-    assert "max_batch_size: 32" in text and "preferred_batch_size: [ 8 ]" in text and "count: 2" in text
-    assert 'platform: "tensorrt_plan"' in model_config("tagger", "gpu", (96, 96), ServingConfig())
+    config = _parse(text)
+    assert config.max_batch_size == 32 and list(config.dynamic_batching.preferred_batch_size) == [8]
+    assert [g.count for g in config.instance_group] == [2]
+    assert _parse(model_config("tagger", "gpu", (96, 96), ServingConfig())).platform == "tensorrt_plan"
     with pytest.raises(ValueError, match="unknown target"):
         model_config("tagger", "tpu", (96, 96), ServingConfig())
 
@@ -116,10 +129,10 @@ def test_export_cli_adds_the_next_version_with_the_serving_options(synthetic_mod
     assert export_main(argv) == 0
     assert f"{model_repo / 'tagger' / '2'}" in capsys.readouterr().out
     assert versions(model_repo / "tagger") == [1, 2]
-    config = (model_repo / "tagger" / "config.pbtxt").read_text()
-    for line in ("max_batch_size: 32", "preferred_batch_size: [ 4, 16 ]", "max_queue_delay_microseconds: 500",
-                 "count: 2", "latest { num_versions: 2 }"):  # fmt: skip
-        assert line in config
+    config = read_model_config(model_repo / "tagger" / "config.pbtxt")
+    assert config.max_batch_size == 32 and list(config.dynamic_batching.preferred_batch_size) == [4, 16]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [g.count for g in config.instance_group] == [2] and config.version_policy.latest.num_versions == 2
     thresholds = json.loads((model_repo / "tagger" / "2" / "thresholds.json").read_text())
     assert thresholds["tags"] == json.loads((model_repo / "tagger" / "2" / "vocab.json").read_text())["tags"]
 
@@ -165,11 +178,18 @@ def test_export_cli_refuses_a_missing_or_foreign_checkpoint(model_repo, tmp_path
 
 
 def test_version_policies_render_as_triton_expects():
-    assert "all { }" in model_config("t", "cpu", (96, 96), ServingConfig(**parse_version_policy("all")))
+    every = _parse(model_config("t", "cpu", (96, 96), ServingConfig(**parse_version_policy("all"))))
+    assert every.version_policy.WhichOneof("policy_choice") == "all"
     specific = ServingConfig(**parse_version_policy("specific:1,3"))
-    assert "specific { versions: [ 1, 3 ] }" in model_config("t", "cpu", (96, 96), specific)
+    assert list(_parse(model_config("t", "cpu", (96, 96), specific)).version_policy.specific.versions) == [
+        1,
+        3,
+    ]
     # the plan keeps one version more, so the front's outgoing version still finds its plan
-    assert "latest { num_versions: 2 }" in model_config("t", "gpu", (96, 96), ServingConfig())
+    plan = _parse(model_config("t", "gpu", (96, 96), ServingConfig()))
+    assert plan.version_policy.latest.num_versions == 2
+    # and Triton's own text format is what is written: its parser reads every field back
+    assert "version_policy {" in model_config("t", "gpu", (96, 96), ServingConfig())
 
 
 def test_unchanged_config_is_not_rewritten_so_triton_only_adds_the_version(model_repo, checkpoint):
@@ -191,12 +211,13 @@ def test_gpu_target_writes_the_plan_and_a_front_that_pins_the_same_version(
     assert (plan_model / "2" / "model.plan").read_bytes() == b"plan built from model.onnx"
     [call] = calls
     assert call["precision"] == "int8" and call["max_batch"] == 64 and call["calibration"] is real_images
-    plan_config = (plan_model / "config.pbtxt").read_text()
+    plan_config = read_model_config(plan_model / "config.pbtxt")
     num_tags = len(checkpoint["vocab"]["tags"])
-    assert 'platform: "tensorrt_plan"' in plan_config and "KIND_GPU" in plan_config
-    assert f'name: "SCORES" data_type: TYPE_FP32 dims: [ {num_tags} ]' in plan_config
-    front_config = (model_repo / "tagger" / "config.pbtxt").read_text()
-    assert 'key: "scores_model" value: { string_value: "tagger_trt" }' in front_config
+    assert plan_config.platform == "tensorrt_plan"
+    assert [g.kind for g in plan_config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    assert _config_tensors(plan_config, "output")["SCORES"] == ("TYPE_FP32", [num_tags])
+    front_config = read_model_config(model_repo / "tagger" / "config.pbtxt")
+    assert front_config.parameters["scores_model"].string_value == "tagger_trt"
     assert {p.name for p in front.iterdir()} >= {"model.py", "vocab.json", "thresholds.json", "model.onnx"}
     assert json.loads((front / "metadata.json").read_text())["tensorrt"]["precision"] == "int8"
     # TensorRT takes uint8 only as an input cast at once: the graph it is built from starts with that cast

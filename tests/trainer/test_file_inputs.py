@@ -121,3 +121,14 @@ def test_vocab_writes_no_vocabulary_when_no_tag_is_kept(tmp_path, capsys):
     )
     assert_clear_error(code, text, "queries.tsv")
     assert "no tag met the criteria" in text and not out.exists()
+
+
+def test_export_refuses_a_model_repository_whose_config_is_not_a_triton_config(checkpoint, tmp_path, capsys):
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save(checkpoint, ckpt)
+    model_dir = tmp_path / "repo" / "tagger"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text("garbage {{{ not a config")
+    code, text = run(["export", "--checkpoint", str(ckpt), "--repo", str(tmp_path / "repo")], capsys)
+    assert_clear_error(code, text, "config.pbtxt")
+    assert "is not a Triton model config" in text and not (model_dir / "1").exists()

@@ -11,12 +11,13 @@ import jsonschema
 import numpy as np
 import onnxruntime as ort
 import pytest
+from tritonclient.grpc import model_config_pb2
 
 from contracts.records import Upload, tag_event
 from tests.trainer.test_export import fake_plan_builder
 from tools.cli import main as darkroom
 from trainer.checkpoint import load_tagger
-from trainer.export import export_onnx, write_version
+from trainer.export import config_input_size, export_onnx, read_model_config, tensor_dims, write_version
 from trainer.general import vocabulary
 from trainer.general.model import general_checkpoint
 from trainer.general.samples import classify, decode_for, sample_photos
@@ -159,7 +160,7 @@ def test_darkroom_model_general_writes_a_normal_version_with_ids(tmp_path, capsy
     version = tmp_path / "tagger" / "1"
     vocab = json.loads((version / "vocab.json").read_text())
     assert len(vocab["ids"]) == len(vocab["tags"]) and "cat" in vocab["tags"]
-    assert "dims: [ 256, 256, 3 ]" in (tmp_path / "tagger" / "config.pbtxt").read_text()
+    assert config_input_size(read_model_config(tmp_path / "tagger" / "config.pbtxt")) == (256, 256)
     assert (version / "model.onnx").stat().st_size > 10_000_000  # the pretrained weights, not a stub
     assert str(version) in capsys.readouterr().err.replace("\n", "")
 
@@ -174,10 +175,9 @@ def test_written_version_reexports_through_the_usual_path(tmp_path, checkpoint):
 def test_gpu_variant_writes_a_tensorrt_plan_config_for_the_general_vocabulary(tmp_path, checkpoint):
     calls: list = []
     front = write_version(tmp_path, checkpoint, target="gpu", build_plan=fake_plan_builder(calls))
-    plan_config = (tmp_path / "tagger_trt" / "config.pbtxt").read_text()
-    assert 'platform: "tensorrt_plan"' in plan_config and "KIND_GPU" in plan_config
-    assert (
-        f"dims: [ {len(checkpoint['vocab']['tags'])} ]" in plan_config
-        and "dims: [ 256, 256, 3 ]" in plan_config
-    )
+    plan_config = read_model_config(tmp_path / "tagger_trt" / "config.pbtxt")
+    assert plan_config.platform == "tensorrt_plan"
+    assert plan_config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert tensor_dims(plan_config, "SCORES") == [len(checkpoint["vocab"]["tags"])]
+    assert config_input_size(plan_config) == (256, 256)
     assert calls[0]["precision"] == "fp16" and (tmp_path / "tagger_trt" / front.name / "model.plan").is_file()

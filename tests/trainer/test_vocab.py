@@ -23,7 +23,7 @@ from trainer.vocab import cli
 from trainer.vocab.counting import DistinctCount, HeavyHitters, stable_hash
 from trainer.vocab.inputs import InputError, read_manifest, read_query_log
 from trainer.vocab.normalize import TagNormalizer, singular
-from trainer.vocab.report import write_report
+from trainer.vocab.report import write_vocab_report
 from trainer.vocab.selection import Criteria, build_vocabulary
 from trainer.vocab.vocabulary import Vocabulary
 
@@ -160,7 +160,7 @@ def test_html_report_says_the_same(
     world: tuple[Path, Path], normalizer: TagNormalizer, tmp_path: Path
 ) -> None:
     outcome = build_vocabulary(*world, normalizer, Criteria(visual=False))
-    write_report(outcome, tmp_path / "r.html")
+    write_vocab_report(outcome, tmp_path / "r.html")
     text = (tmp_path / "r.html").read_text()
     assert (
         text.startswith("<!doctype html>")

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from tools.bench.naive import bench_naive
 from tools.bench.offline import bench_decode, bench_offline
-from tools.bench.report import machine, write_report
+from tools.bench.report import machine, write_results
 from tools.bench.streaming import bench_stream
 from tools.bench.workload import Plan, build_workload, megapixels
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from trainer.export import versions, write_version
-    from trainer.pipeline import build_synthetic_model
+    from trainer.synthetic_model import build_synthetic_model
 
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     if args.photos:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "--partitions, and --photos >= 20"
         )
     results = run(args)
-    write_report(results, args.out)
+    write_results(results, args.out)
     table = Table(title=f"darkroom bench ({results['mode']})", title_justify="left")
     for col in ("measure", "value"):
         table.add_column(col)

@@ -33,7 +33,7 @@ def _stream_cpu(results: dict) -> dict[str, float]:
     return {k: v for k, v in cpu.items() if k not in ("total", "cores_busy", "host_steal")}
 
 
-def write_report(results: dict, out: Path) -> None:
+def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     rows = [

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from trainer.vocab.inputs import BadLines, InputError
 from trainer.vocab.normalize import DataFileError, TagNormalizer, fold
-from trainer.vocab.report import report_format, write_report
+from trainer.vocab.report import report_format, write_vocab_report
 from trainer.vocab.selection import Criteria, Outcome, StageProgress, build_vocabulary, evaluate
 
 _DEFAULTS = Criteria()
@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     outcome.vocabulary.save(tmp)
     os.replace(tmp, args.out)
     if args.report is not None:
-        write_report(outcome, args.report)
+        write_vocab_report(outcome, args.report)
     _print_outcome(console, outcome, args.out)
     if args.report is not None:
         console.print(escape(f"wrote {args.report}"))

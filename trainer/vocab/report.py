@@ -159,7 +159,7 @@ def _html(title: str, parts: list[Section]) -> str:
     )
 
 
-def write_report(outcome: Outcome, path: Path) -> None:
+def write_vocab_report(outcome: Outcome, path: Path) -> None:
     """Write the report as Markdown or HTML, chosen by the file's ending."""
     title = f"Darkroom vocabulary {outcome.vocabulary.version}"
     render = _html if report_format(path) == "html" else _markdown

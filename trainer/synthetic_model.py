@@ -1,6 +1,6 @@
-"""Synthetic photos → trained tagger → version N+1 in the Triton repository, in one call.
+"""The synthetic demo model: synthetic photos → trained tagger → version N+1 in the Triton repository, in one call.
 
-``make demo`` and the end-to-end tests use this to get a real model without any download.
+`darkroom model` (without --general), the end-to-end tests and the benchmark use it to get a real model without any download.
 """
 
 from __future__ import annotations
