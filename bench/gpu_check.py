@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.checkpoint import load_tagger  # noqa: E402
+from trainer.checkpoint import load_checkpoint, load_tagger  # noqa: E402
 
 
 def cuda_throughput(
@@ -114,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     work = Path(tempfile.mkdtemp(prefix="darkroom-gpu-work-"))
     if args.checkpoint:
-        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(args.checkpoint)
     else:
         from trainer.synthetic_model import QUICK, build_synthetic_model
 
         build_synthetic_model(work / "repo", work, QUICK)
-        checkpoint = torch.load(work / "checkpoint" / "checkpoint.pt", map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(work / "checkpoint" / "checkpoint.pt")
     h, w = checkpoint["input_size"]
     from contracts.photos import decode
 

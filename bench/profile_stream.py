@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from stream.clients import UploadPublisher
 from tools.bench.cpu import JIFFY_FIELDS, machine_jiffies, process_cpu_s, stat_cpu_s
 from tools.bench.streaming import TagCollector, running_stack, tag_burst
 from tools.bench.workload import build_workload
+from trainer.checkpoint import load_checkpoint
 from trainer.export import ServingConfig, write_version
 
 
@@ -88,7 +87,7 @@ def main() -> None:
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     repo = run_dir / "triton_models"
     serving = ServingConfig(intra_op_threads=args.intra_op_threads)
-    write_version(repo, torch.load(args.checkpoint, weights_only=False), serving=serving)
+    write_version(repo, load_checkpoint(args.checkpoint), serving=serving)
     paths = build_workload(Path("data/synthetic/bench-photos"), args.photos)
     env = dict(kv.split("=", 1) for kv in args.env)
     stack_dir = run_dir / "stack"

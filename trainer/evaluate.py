@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.metrics import MIN_SUPPORT, calibrate_thresholds, score_metrics, threshold_reached
+from trainer.metrics import MIN_SUPPORT, calibrate, score_metrics
 
 TOP_K = (1, 3, 5)
 
@@ -186,11 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"darkroom evaluate: error: {exc}\n")
     if calibrated_on is not None:
         cal_scores = predict(tagger, calibrated_on.images)
-        thresholds = calibrate_thresholds(cal_scores, calibrated_on.clean_targets, args.target_precision)
-        calibrated = [
-            threshold_reached(cal_scores[:, k], calibrated_on.clean_targets[:, k], t, args.target_precision)
-            for k, t in enumerate(thresholds)
-        ]
+        thresholds, calibrated = calibrate(cal_scores, calibrated_on.clean_targets, args.target_precision)
     else:  # the checkpoint says which of its thresholds reached the target on its validation set
         calibrated = list(checkpoint.get("metrics", {}).get("calibrated", [False] * len(thresholds)))
     report = write_evaluation_report(

@@ -37,7 +37,7 @@ from trainer.data.manifest import PhotoSet, load_photo_set
 from trainer.data.synthetic import make_photo_set
 from trainer.evaluate import write_evaluation_report
 from trainer.finetune import FeatureCache, predict_features
-from trainer.metrics import calibrate_thresholds, score_metrics, threshold_reached
+from trainer.metrics import calibrate, score_metrics
 from trainer.models.catalog import model_cost
 from trainer.train import (
     Tagger,
@@ -194,11 +194,7 @@ def save_checkpoint(
     metrics: dict = {}
     if val is not None:
         val_scores = predict(model, val.images)
-        thresholds = calibrate_thresholds(val_scores, val.clean_targets, config.target_precision)  # type: ignore[arg-type]
-        metrics["calibrated"] = [
-            threshold_reached(val_scores[:, k], val.clean_targets[:, k], t, config.target_precision)  # type: ignore[index]
-            for k, t in enumerate(thresholds)
-        ]
+        thresholds, metrics["calibrated"] = calibrate(val_scores, val.clean_targets, config.target_precision)  # type: ignore[arg-type]
         metrics["val_mAP"] = score_metrics(val_scores, val.clean_targets, vocab.tags)["mAP"]  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(make_checkpoint(model, config, vocab, thresholds, metrics, []), path)
@@ -329,10 +325,7 @@ def _report(
     out: Path, scores: np.ndarray, val_scores: np.ndarray, test: PhotoSet, val: PhotoSet, title: str
 ) -> None:
     """The ``darkroom evaluate`` report of one regime: thresholds calibrated on val, scored on test."""
-    thresholds = calibrate_thresholds(val_scores, val.clean_targets, 0.9)  # type: ignore[arg-type]
-    calibrated = [
-        threshold_reached(val_scores[:, k], val.clean_targets[:, k], t, 0.9) for k, t in enumerate(thresholds)
-    ]  # type: ignore[index]
+    thresholds, calibrated = calibrate(val_scores, val.clean_targets, 0.9)  # type: ignore[arg-type]
     write_evaluation_report(
         out, scores, test.clean_targets, synthetic_vocabulary().tags, thresholds, calibrated,
         title.replace("_", " "), 0.9,

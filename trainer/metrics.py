@@ -75,3 +75,15 @@ def score_metrics(scores: np.ndarray, targets: np.ndarray, tags: list[str]) -> d
         p, r = precision_recall_at_k(scores, targets, min(k, scores.shape[1]))
         at_k[f"P@{k}"], at_k[f"R@{k}"] = p, r
     return {"mAP": float(np.mean(valid)) if valid else float("nan"), "per_tag_ap": per_tag, **at_k}
+
+
+def calibrate(
+    scores: np.ndarray, targets: np.ndarray, target_precision: float = 0.9
+) -> tuple[list[float], list[bool]]:
+    """Per-tag thresholds for ``target_precision`` and, per tag, whether its threshold really reaches it
+    (False where ``calibrate_thresholds`` had to fall back): the one way every command calibrates."""
+    thresholds = calibrate_thresholds(scores, targets, target_precision)
+    reached = [
+        threshold_reached(scores[:, k], targets[:, k], t, target_precision) for k, t in enumerate(thresholds)
+    ]
+    return thresholds, reached

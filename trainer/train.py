@@ -48,7 +48,7 @@ from trainer.finetune import (
     pick_view,
     predict_features,
 )
-from trainer.metrics import calibrate_thresholds, score_metrics, threshold_reached
+from trainer.metrics import calibrate, score_metrics
 from trainer.models import create_model
 from trainer.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Tagger
 from trainer.models.weights import load_weights
@@ -457,11 +457,7 @@ def main(
             return {}
         scores = predict(model, val.images)
     metrics = score_metrics(scores, val.clean_targets, vocab.tags)
-    thresholds = calibrate_thresholds(scores, val.clean_targets, config.target_precision)
-    calibrated = [
-        threshold_reached(scores[:, k], val.clean_targets[:, k], t, config.target_precision)
-        for k, t in enumerate(thresholds)
-    ]
+    thresholds, calibrated = calibrate(scores, val.clean_targets, config.target_precision)
     checkpoint = make_checkpoint(
         model,
         config,

@@ -48,8 +48,7 @@ QUICK_PLAN = Plan(photos=200, naive_photos=40, latency_photos=60, decode_sample=
 
 
 def run(args: argparse.Namespace) -> dict:
-    import torch
-
+    from trainer.checkpoint import load_checkpoint
     from trainer.export import versions, write_version
     from trainer.synthetic_model import build_synthetic_model
 
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
         console.rule("no checkpoint: training the synthetic demo model first")
         build_synthetic_model(args.workdir / "repo", args.workdir)
         ckpt_path = args.workdir / "checkpoint" / "checkpoint.pt"
-    checkpoint = torch.load(ckpt_path, weights_only=False)
+    checkpoint = load_checkpoint(ckpt_path)
     run_dir = args.run_dir.resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
     repo = run_dir / "triton_models"

@@ -14,6 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import track
 
+from contracts.records import Upload
 from contracts.tensors import INPUT_NAME, SCORES_OUTPUT
 from tools.bench.cpu import CpuMeter
 from tools.bench.workload import megapixels
@@ -65,18 +66,24 @@ def offline_span(
     every process of a multi-process run is ready."""
     import onnxruntime as ort
 
-    from contracts.photos import decode
-    from stream.fetch import fetch
+    from contracts.tensors import ModelInput
+    from stream.loading import read_and_decode_upload
+    from stream.settings import Settings
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = cfg.ort_threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the served model runs
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    roots = [str(paths[0].parent.resolve())]
     batch = cfg.batch
+    # The worker's own read + decode of a file:// upload, with the worker's default limits (bytes, pixels,
+    # frames, deadlines): the ceiling measures the path streaming runs, not a lighter copy of it.
+    settings = Settings(file_roots=str(paths[0].parent.resolve()))
+    model_input = ModelInput(width=size[0], height=size[1], max_batch_size=batch)
 
     def load(path: Path) -> np.ndarray:
-        return decode(fetch(path.resolve().as_uri(), roots, 50_000_000, 10.0), size, 100_000_000)
+        upload = Upload(photo_id=path.stem, url=path.resolve().as_uri(), uploaded_at="2026-01-01T00:00:00Z")
+        return read_and_decode_upload(upload, settings, model_input)[1]
 
     session.run([SCORES_OUTPUT], {INPUT_NAME: np.zeros((batch, size[1], size[0], 3), np.uint8)})  # warm-up
     if barrier is not None:
