@@ -6,8 +6,7 @@ import threading
 import time
 from collections import deque
 
-from contracts.records import parse_rfc3339
-from search.records import TagEvent
+from contracts.records import TagEvent, parse_rfc3339
 
 
 class LiveCounters:

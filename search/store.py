@@ -21,9 +21,15 @@ from pathlib import Path
 import orjson
 
 from contracts import topics
-from contracts.records import PermanentError, parse_upload
+from contracts.records import (
+    InvalidEvent,
+    PermanentError,
+    TagEvent,
+    parse_dead_letter,
+    parse_tag_event,
+    parse_upload,
+)
 from search.counters import LiveCounters
-from search.records import InvalidEvent, TagEvent, parse_dead_letter, parse_tag_event
 from stream.settings import Settings
 
 MAX_QUERY_TERMS = 8

@@ -56,6 +56,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         with_indexer=not args.no_indexer,
         workers=args.workers or default_workers(),
     )
+    if not args.model_repo.is_dir():  # a typo, most likely: an existing, empty folder gets the general tagger
+        console.print(
+            f"[red]error:[/] no model repository at {args.model_repo} (not a folder); give --model-repo an "
+            "existing folder (an empty one gets the general tagger)"
+        )
+        return 2
     try:
         built = ensure_model(args.model_repo)
     except (ImportError, ValueError, OSError) as exc:

@@ -27,6 +27,8 @@ def fresh_up(tmp_path_factory):
     base = tmp_path_factory.mktemp("fresh")
     photos = base / "photos"
     photos.mkdir()
+    (base / "triton_models").mkdir()  # as in a fresh clone: the folder with its README, no model
+    (base / "triton_models" / "README.md").write_text("the Triton model repository\n")
     ports = Ports.free()
     argv = [sys.executable, "-m", "tools.cli", "up", "--model-repo", str(base / "triton_models"),
             "--run-dir", str(base / "run"), "--file-root", str(photos), "--workers", "1", "--no-indexer",

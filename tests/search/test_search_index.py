@@ -8,9 +8,8 @@ import threading
 import orjson
 import pytest
 
-from contracts.records import parse_rfc3339
+from contracts.records import InvalidEvent, parse_rfc3339, parse_tag_event
 from search.counters import LiveCounters
-from search.records import InvalidEvent, parse_tag_event
 from search.store import Record, SearchIndex, TopicNames, query_terms
 
 TOPICS = TopicNames()

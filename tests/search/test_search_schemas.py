@@ -12,15 +12,17 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from contracts.records import (
     ErrorCode,
+    InvalidEvent,
     PermanentError,
     Upload,
     dead_letter,
+    parse_dead_letter,
     parse_rfc3339,
+    parse_tag_event,
     parse_upload,
     tag_event,
 )
 from search.backfill import manifest_photos
-from search.records import InvalidEvent, parse_dead_letter, parse_tag_event
 from stream.clients import upload_event
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
