@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -33,9 +32,10 @@ from rich.table import Table
 from contracts.records import parse_rfc3339
 from search.cli import print_hits
 from search.store import SearchIndex
-from stream.clients import UploadPublisher, end_offsets, follow, photo_id_for, upload_event
+from stream.clients import UploadPublisher, end_offsets, photo_id_for, upload_event
 from stream.settings import Settings
 from tools.embedded import Ports, Stack, StackError, default_workers
+from tools.outcomes import TagCollector
 
 console = Console()
 HOLDOUT_SEED = 1234
@@ -94,16 +94,18 @@ def run_demo(args: argparse.Namespace) -> int:
     except StackError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
+    collector = TagCollector(stack.bootstrap)
+    collector.start()
     try:
         console.rule("1. real photographs, tagged by the general tagger")
-        sample_outcomes, _ = _publish_and_collect(stack, samples, timeout_s=args.timeout)
+        sample_outcomes, _ = _publish_and_collect(stack, collector, samples, timeout_s=args.timeout)
         _show_samples(sample_outcomes)
         console.rule(
             "2. fine-tuning the backbone on the collection's noisy user tags, rolled out as version 2"
         )
         version = _finetune_and_roll_out(repo, args.workdir / "finetune", stack)
         console.rule(f"3. the collection's held-out photos, tagged by version {version}")
-        outcomes, wall = _publish_and_collect(stack, photos, timeout_s=args.timeout)
+        outcomes, wall = _publish_and_collect(stack, collector, photos, timeout_s=args.timeout)
         code = _report(outcomes, photos, wall, args.out, list(sample_outcomes.values()))
         _show_search(stack, [o for o in outcomes.values() if o.kind == "tags"])
         _keep_page_open(stack)
@@ -111,6 +113,7 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {exc}")
         return 1
     finally:
+        collector.stop()
         stack.stop()
     return code
 
@@ -203,8 +206,9 @@ def _served_input_size(repo: Path) -> int:
 
 
 def _publish_and_collect(
-    stack: Stack, photos: dict[str, tuple[Path, dict]], timeout_s: float
+    stack: Stack, collector: TagCollector, photos: dict[str, tuple[Path, dict]], timeout_s: float
 ) -> tuple[dict[str, Outcome], float]:
+    """Publish one upload per photo and wait (up to ``timeout_s``) until each has its tag event or dead letter."""
     settings = Settings()
     publisher = UploadPublisher(stack.bootstrap, settings.uploads_topic)
     started = time.time()
@@ -213,22 +217,15 @@ def _publish_and_collect(
         publisher.send(key, value)
     publisher.flush()
     console.print(f"published {len(photos)} uploads in {time.time() - started:.2f}s; waiting for tags")
-    outcomes: dict[str, Outcome] = {}
-    deadline = time.monotonic() + timeout_s
     with console.status("tagging") as status:
-        for topic, _, value in follow(
-            stack.bootstrap, [settings.tags_topic, settings.dlq_topic], idle_timeout_s=timeout_s
-        ):
-            event = orjson.loads(value or b"{}")
-            pid = event.get("photo_id")
-            if pid in photos and pid not in outcomes:
-                kind = "dlq" if topic == settings.dlq_topic else "tags"
-                outcomes[pid] = Outcome(
-                    pid, photos[pid][0], photos[pid][1]["labels"], event, kind, time.time()
-                )
-                status.update(f"tagged {len(outcomes)}/{len(photos)}")
-            if len(outcomes) == len(photos) or time.monotonic() > deadline:
-                break
+        collector.wait(set(photos), timeout_s, lambda n: status.update(f"tagged {n}/{len(photos)}"))
+    outcomes = {}
+    for pid in photos.keys() & collector.outcomes.keys():
+        topic, event = collector.outcomes[pid]
+        kind = "dlq" if topic == settings.dlq_topic else "tags"
+        outcomes[pid] = Outcome(
+            pid, photos[pid][0], photos[pid][1]["labels"], event, kind, collector.seen[pid]
+        )
     return outcomes, max(o.seen_at for o in outcomes.values()) - started if outcomes else 0.0
 
 

@@ -3,55 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from contracts import topics
 from contracts.records import upload_value
 from tools.bench.cpu import CpuMeter
 from tools.bench.workload import Plan
-
-
-class TagCollector(threading.Thread):
-    """Reads photo-tags and the DLQ from the start; records when each photo_id's outcome was seen."""
-
-    def __init__(self, bootstrap: str) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap = bootstrap
-        self.seen: dict[str, float] = {}
-        self.dead: set[str] = set()
-        self._stopping = threading.Event()  # not `_stop`: Thread has an internal method of that name
-
-    def run(self) -> None:
-        from stream.clients import follow
-
-        for topic, _, value in follow(
-            self.bootstrap,
-            [topics.TAGS, topics.DLQ],
-            idle_timeout_s=None,
-            should_stop=self._stopping.is_set,
-        ):
-            pid = orjson.loads(value or b"{}").get("photo_id")
-            self.seen.setdefault(pid, time.time())
-            if topic == topics.DLQ:
-                self.dead.add(pid)
-
-    def wait(self, ids: set[str], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if ids <= self.seen.keys():
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        self._stopping.set()
+from tools.outcomes import TagCollector
 
 
 def tag_burst(
