@@ -14,6 +14,7 @@ RUN python -m venv /opt/darkroom \
  && /opt/darkroom/bin/pip install pip==24.2 setuptools==75.1.0 wheel==0.44.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contracts ./contracts
 COPY stream ./stream
 COPY search ./search
 COPY trainer ./trainer

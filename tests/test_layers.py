@@ -6,6 +6,7 @@ packages, and the worker's modules (its app, agents and the `darkroom` command i
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -111,3 +112,28 @@ def test_the_trainer_uses_the_worker_only_for_its_guarded_fetch() -> None:
         t for s, ts in edges.items() if s.startswith("trainer") for t in ts if t.startswith("stream")
     }
     assert into_stream <= {"stream.fetch"}, sorted(into_stream)
+
+
+def test_every_layer_ships_in_the_distribution_and_the_image() -> None:
+    """A package left out of pyproject's package list, the Dockerfile or .dockerignore imports fine from the
+    checkout (tests run there) and fails everywhere else: each layer must be in all three."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    dockerignore = (ROOT / ".dockerignore").read_text().split()
+    for package in imports.LAYERS:
+        assert f"{package}*" in include["include"], f"{package} is not in pyproject's packages"
+        assert f"COPY {package} ./{package}" in dockerfile, f"the Dockerfile does not copy {package}"
+        assert f"!{package}/" in dockerignore, f".dockerignore leaves {package} out of the build context"
+
+
+def test_the_installed_command_runs_outside_the_checkout(tmp_path: Path) -> None:
+    """`darkroom` as installed (not the checkout on sys.path) imports every layer it needs."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    darkroom = Path(sys.executable).parent / "darkroom"
+    proc = subprocess.run(
+        [str(darkroom), "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("darkroom "), proc.stderr[-2000:]
+    code = "import contracts.records, contracts.photos, stream.agents, search.cli, tools.cli, trainer.export"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
