@@ -7,12 +7,16 @@ renamed or misspelt variable fails here rather than being silently ignored in a 
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from stream.settings import ENV_VARS, Settings
 
 Resource = dict[str, Any]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = "darkroom-worker"
 TRITON = "triton"
@@ -471,3 +475,35 @@ def test_prometheus_scrapes_a_named_port_of_every_service(rendered: list[Resourc
         names = {p["name"] for p in svc["spec"]["ports"]}
         for endpoint in mon["spec"]["endpoints"]:
             assert endpoint["port"] in names and endpoint["path"] == "/metrics", mon["metadata"]["name"]
+
+
+# --- recommended labels -------------------------------------------------------------------------------------
+RECOMMENDED = ("name", "instance", "version", "component", "part-of", "managed-by")
+
+
+def test_every_resource_and_pod_carries_the_recommended_labels(rendered: list[Resource]) -> None:
+    """app.kubernetes.io/* on every namespaced resource and pod template; the version is the package's."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for doc in rendered:
+        if doc["kind"] == "Namespace":
+            continue
+        labels = doc["metadata"].get("labels", {})
+        where = f"{doc['kind']} {doc['metadata']['name']}"
+        expected = [k for k in RECOMMENDED if k != "component" or doc["kind"] not in ("NetworkPolicy",)]
+        missing = [k for k in expected if f"app.kubernetes.io/{k}" not in labels]
+        assert not missing, f"{where} lacks {missing}"
+        assert (
+            labels["app.kubernetes.io/name"] == "darkroom" and labels["app.kubernetes.io/version"] == version
+        )
+    for w in workloads(rendered):
+        pod = pod_labels(w)
+        assert {f"app.kubernetes.io/{k}" for k in RECOMMENDED} <= set(pod), w["metadata"]["name"]
+
+
+def test_selectors_never_name_the_version(rendered: list[Resource]) -> None:
+    """A selector with the version in it would orphan the old pods at every release."""
+    selectors = [w["spec"]["selector"] for w in workloads(rendered)]
+    selectors += [d["spec"]["selector"] for d in rendered if d["kind"] in ("Service", "PodDisruptionBudget")]
+    for selector in selectors:
+        assert "app.kubernetes.io/version" not in selector.get("matchLabels", selector)
+        assert selector.get("matchLabels", selector).get("app.kubernetes.io/name") == "darkroom"
