@@ -40,7 +40,7 @@ experiment: install       # the paper's comparison, full run (~25 minutes on 2 c
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check stream trainer tests bench
+	$(BIN)/ruff format --check contracts stream search trainer tools tests bench
 
 clean:
 	rm -rf run demo-out data .pytest_cache
