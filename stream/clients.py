@@ -42,6 +42,12 @@ def upload_event(
     return photo_id, upload_value(photo_id, path.resolve().as_uri(), owner, user_tags or [])
 
 
+def url_upload_event(url: str, owner: str | None = None) -> tuple[str, bytes]:
+    """(key, value) of the ``photo-uploads`` event for a photo given by URL (``s3://``, ``http(s)://``)."""
+    photo_id = url_photo_id(url)
+    return photo_id, upload_value(photo_id, url, owner)
+
+
 def url_photo_id(url: str) -> str:
     """A stable id for a photo given by URL (``s3://``, ``http(s)://``): its file stem and a hash of the URL."""
     stem = Path(url.rstrip("/").rsplit("/", 1)[-1]).stem or "photo"

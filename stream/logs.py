@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from stream.settings import Settings
+from stream.settings import LOG_FORMATS, Settings
 
-LOG_FORMAT_ENV = Settings.__dataclass_fields__["log_format"].metadata["env"]  # DARKROOM_LOG_FORMAT
-FORMATS = ("text", "json")
+_FIELD = Settings.__dataclass_fields__["log_format"]
+LOG_FORMAT_ENV = _FIELD.metadata["env"]  # DARKROOM_LOG_FORMAT
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Attributes a caller may attach with ``extra=`` that JSON lines carry as fields of their own.
 CONTEXT_FIELDS = ("photo_id", "trace_id")
@@ -47,9 +47,9 @@ class JsonFormatter(logging.Formatter):
 
 def log_format(env: Mapping[str, str] | None = None) -> str:
     """The format ``DARKROOM_LOG_FORMAT`` asks for (``text`` unless set); ValueError naming a bad value."""
-    value = (os.environ if env is None else env).get(LOG_FORMAT_ENV, "text").strip().lower() or "text"
-    if value not in FORMATS:
-        raise ValueError(f"{LOG_FORMAT_ENV}={value!r}: use one of {', '.join(FORMATS)}")
+    value = (os.environ if env is None else env).get(LOG_FORMAT_ENV, "").strip().lower() or _FIELD.default
+    if value not in LOG_FORMATS:
+        raise ValueError(f"{LOG_FORMAT_ENV}={value!r}: use one of {', '.join(LOG_FORMATS)}")
     return value
 
 

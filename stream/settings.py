@@ -26,6 +26,10 @@ DECODE_BYTES_PER_PIXEL = 9
 REBALANCE_MARGIN_S = 5.0
 
 
+#: ``DARKROOM_LOG_FORMAT``: text for people, json for log pipelines (stream/logs.py)
+LOG_FORMATS = ("text", "json")
+
+
 class SettingsError(ValueError):
     """A setting has a value the worker cannot use; the message names the variable."""
 
@@ -147,8 +151,8 @@ class Settings:
 
     def validate(self) -> None:
         """Reject values that would only fail later, far from their cause."""
-        if self.log_format not in ("text", "json"):
-            raise SettingsError(f"DARKROOM_LOG_FORMAT={self.log_format!r}: use text or json")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"DARKROOM_LOG_FORMAT={self.log_format!r}: use {' or '.join(LOG_FORMATS)}")
         if not 1 <= self.web_port <= 65535:
             raise SettingsError(f"DARKROOM_WEB_PORT must be 1..65535, got {self.web_port}")
         for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",

@@ -145,8 +145,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
     from rich.progress import Progress
 
-    from contracts.records import upload_value
-    from stream.clients import UploadPublisher, photo_paths, upload_event, url_photo_id
+    from stream.clients import UploadPublisher, photo_paths, upload_event, url_upload_event
     from stream.objectstore import ListingError, S3Options, list_s3_photos
     from stream.settings import Settings
 
@@ -166,9 +165,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         for given in args.paths:
             if given.startswith("s3://"):
                 for url in list_s3_photos(given, S3Options.from_env()):
-                    yield url_photo_id(url), upload_value(url_photo_id(url), url, args.owner)
+                    yield url_upload_event(url, args.owner)
             elif "://" in given:
-                yield url_photo_id(given), upload_value(url_photo_id(given), given, args.owner)
+                yield url_upload_event(given, args.owner)
             else:
                 yield from (upload_event(path, owner=args.owner) for path in photo_paths([Path(given)]))
 

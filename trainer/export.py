@@ -35,7 +35,6 @@ from contracts.tensors import INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 from trainer.checkpoint import load_checkpoint, load_tagger
 from trainer.serving import tagger_backend
 
-INPUT, SCORES, TAGS = INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 TARGETS = ("cpu", "gpu")
 PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = "_trt"  # the GPU variant's plan model is "<name>_trt"
@@ -136,9 +135,9 @@ def export_onnx(
             (_CastFirst(tagger) if cast_first else tagger).eval(),
             (example,),
             str(path),
-            input_names=[INPUT],
-            output_names=[SCORES],
-            dynamic_axes={INPUT: {0: "batch"}, SCORES: {0: "batch"}},
+            input_names=[INPUT_NAME],
+            output_names=[SCORES_OUTPUT],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, SCORES_OUTPUT: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
@@ -162,8 +161,8 @@ def model_config(
     config = pb.ModelConfig(name=name, max_batch_size=serving.max_batch_size)
     if target == "cpu":
         config.backend = "python"
-        config.output.add(name=SCORES, data_type=pb.TYPE_FP32, dims=[-1])
-        config.output.add(name=TAGS, data_type=pb.TYPE_STRING, dims=[1])
+        config.output.add(name=SCORES_OUTPUT, data_type=pb.TYPE_FP32, dims=[-1])
+        config.output.add(name=TAGS_OUTPUT, data_type=pb.TYPE_STRING, dims=[1])
         kind = pb.ModelInstanceGroup.KIND_CPU
         config.parameters["intra_op_threads"].string_value = str(serving.intra_op_threads)
         if scores_model:
@@ -171,13 +170,13 @@ def model_config(
         serving.set_policy(config)
     elif target == "gpu":
         config.platform = "tensorrt_plan"
-        config.output.add(name=SCORES, data_type=pb.TYPE_FP32, dims=[num_tags or -1])
+        config.output.add(name=SCORES_OUTPUT, data_type=pb.TYPE_FP32, dims=[num_tags or -1])
         kind = pb.ModelInstanceGroup.KIND_GPU
         # One version more than the front: during a rollout the front's old version still calls its plan.
         serving.set_policy(config, extra_latest=1)
     else:
         raise ValueError(f"unknown target {target!r}; choose cpu or gpu")
-    config.input.add(name=INPUT, data_type=pb.TYPE_UINT8, dims=[size[0], size[1], 3])
+    config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[size[0], size[1], 3])
     config.dynamic_batching.preferred_batch_size.extend(
         b for b in serving.preferred_batch_sizes if b <= serving.max_batch_size
     )
@@ -215,7 +214,7 @@ def versions(model_dir: Path) -> list[int]:
 
 def config_input_size(config: model_config_pb2.ModelConfig) -> tuple[int, int] | None:
     """The (height, width) of a model's uint8 image input, as its config declares it."""
-    dims = tensor_dims(config, INPUT)
+    dims = tensor_dims(config, INPUT_NAME)
     return (dims[0], dims[1]) if dims and len(dims) == 3 else None
 
 
@@ -343,7 +342,7 @@ def _write_plan_version(
     _check_input_size(plan_dir, size)
     num_tags = len(checkpoint["vocab"]["tags"])
     config_path = plan_dir / "config.pbtxt"
-    served = tensor_dims(read_model_config(config_path), SCORES) if config_path.exists() else None
+    served = tensor_dims(read_model_config(config_path), SCORES_OUTPUT) if config_path.exists() else None
     if served and served[0] > 0 and served[0] != num_tags:
         raise ValueError(
             f"{config_path} serves {served[0]} tags but this checkpoint has {num_tags}: a plan's output width is "
