@@ -21,8 +21,8 @@ from typing import Any
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-#: Header bytes kept per value (header name and value) and kept in all on a dead letter, and how many
-#: headers: a hostile record with thousands of large headers cannot make its dead letter unbounded.
+#: A dead letter keeps at most this many of the upload's headers, and this many bytes of their names and
+#: values: a hostile record with thousands of large headers cannot make its dead letter unbounded.
 MAX_DLQ_HEADERS = 64
 MAX_DLQ_HEADER_BYTES = 32 * 1024
 #: Set on a dead letter when some of the original headers were over those bounds: how many were left out.
