@@ -25,6 +25,7 @@ from contracts.records import (
     tag_event,
 )
 from contracts.tensors import ModelInput
+from contracts.tracecontext import TraceContext, dead_letter_headers, record_span
 from stream import metrics
 from stream.app import AppTopics
 from stream.budget import ByteBudget
@@ -151,7 +152,10 @@ class BatchTagger:
                     continue
                 tags, version = prediction.tags, prediction.version
                 value = tag_event(upload, tags, self.settings.model_name, version, tagged_at)
-                pending.append(await producer.send(topic, upload.photo_id.encode(), value, None, None, None))
+                headers = upload_span(event).headers()  # the upload's trace, continued by the worker's span
+                pending.append(
+                    await producer.send(topic, upload.photo_id.encode(), value, None, None, headers)
+                )
                 metrics.observe_latency(upload.uploaded_at)
                 metrics.EVENTS_OUT.labels("tagged").inc()
         return pending
@@ -168,21 +172,23 @@ class BatchTagger:
             # A local read cannot be transiently unavailable: read and decode in one call on a decode
             # thread, with no hop through the event loop in between.
             return self.decoder.submit(read_and_decode_upload, upload, self.settings, model_input)
-        return asyncio.ensure_future(self._load_remote(upload, model_input))
+        return asyncio.ensure_future(self._load_remote(upload, model_input, upload_span(event).trace_id))
 
-    async def _load_remote(self, upload: Upload, model_input: ModelInput) -> tuple[Upload, np.ndarray]:
+    async def _load_remote(
+        self, upload: Upload, model_input: ModelInput, trace_id: str | None = None
+    ) -> tuple[Upload, np.ndarray]:
         """Fetch within the byte budget (waiting for room first), then decode; the bytes are held until
         the decode is done."""
         started = time.monotonic()
         try:
             async with self.fetch_budget.hold(self.settings.max_image_bytes) as held:
-                data = await self._fetch(upload)
+                data = await self._fetch(upload, trace_id)
                 held.shrink(len(data))
                 return upload, await self.decoder.submit(decode_photo, data, self.settings, model_input)
         finally:
             metrics.LOAD_SECONDS.observe(time.monotonic() - started)
 
-    async def _fetch(self, upload: Upload) -> bytes | bytearray:
+    async def _fetch(self, upload: Upload, trace_id: str | None = None) -> bytes | bytearray:
         """Fetch with the source's transient failures retried (capped backoff), then ``fetch_unavailable``."""
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -204,6 +210,7 @@ class BatchTagger:
                     reason,
                     attempt,
                     delay,
+                    extra={"photo_id": upload.photo_id, "trace_id": trace_id},
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -213,8 +220,24 @@ class BatchTagger:
         msg = event.message
         photo_id = photo_id_hint(event.value, msg.key)
         value = dead_letter(event.value, photo_id, error, msg.topic, msg.partition, msg.offset, msg.timestamp)
-        log.info("dead letter %s@%s: %s %s", msg.partition, msg.offset, error.code, error.detail[:300])
+        span = upload_span(event)
+        log.info(
+            "dead letter %s@%s: %s %s",
+            msg.partition,
+            msg.offset,
+            error.code,
+            error.detail[:300],
+            extra={"photo_id": photo_id, "trace_id": span.trace_id},
+        )
         metrics.DEAD_LETTERS.labels(str(error.code)).inc()
         metrics.EVENTS_OUT.labels("dead_letter").inc()
         key = msg.key[:1024] if msg.key else msg.key
-        return await self.topics.dlq.send(key=key, value=value, force=True)
+        headers = dead_letter_headers(msg.headers, span)  # the original's, bounded, and the trace context
+        return await self.topics.dlq.send(key=key, value=value, headers=headers, force=True)
+
+
+def upload_span(event: faust.EventT) -> TraceContext:
+    """The worker's span for an upload: a child of the trace its record's headers carry, or a new trace; the
+    same for every delivery of the record (docs/reliability.md, "Trace context")."""
+    msg = event.message
+    return record_span(msg.headers, msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key)

@@ -22,6 +22,9 @@ class OutcomeReader:
         self.consumer.assign(parts)
         self.consumer.seek_to_beginning(*parts)
         self.outcomes: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+        self.headers: dict[str, list[list[tuple[str, bytes | None]]]] = defaultdict(
+            list
+        )  # in step with outcomes
 
     def poll(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -30,6 +33,7 @@ class OutcomeReader:
                 for r in records:
                     event = orjson.loads(r.value)
                     self.outcomes[event.get("photo_id")].append((r.topic, event))
+                    self.headers[event.get("photo_id")].append(list(r.headers or []))
 
     def wait_for(self, photo_ids: set[str], timeout_s: float, grace_s: float = 3.0) -> None:
         """Read until every id has an outcome (or timeout), then ``grace_s`` more to catch duplicates."""

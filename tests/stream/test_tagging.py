@@ -24,14 +24,18 @@ class FakeBroker:
 
     sent: list[tuple[str, bytes | None, dict]] = field(default_factory=list)
     acks: list[asyncio.Future] = field(default_factory=list)
+    headers: list[list | None] = field(default_factory=list)  # each sent record's headers, in step with sent
 
     def future(self) -> asyncio.Future:
         ack = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
         return ack
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, *_: object) -> asyncio.Future:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: None, timestamp: None, headers: list
+    ) -> asyncio.Future:
         self.sent.append((topic, key, orjson.loads(value)))
+        self.headers.append(headers)
         return self.future()
 
     def ack_all(self) -> None:
@@ -44,8 +48,9 @@ class FakeDlqTopic:
     def __init__(self, broker: FakeBroker) -> None:
         self.broker = broker
 
-    async def send(self, key: bytes | None, value: bytes, force: bool) -> asyncio.Future:
+    async def send(self, key: bytes | None, value: bytes, headers: list, force: bool) -> asyncio.Future:
         self.broker.sent.append(("dlq", key, orjson.loads(value)))
+        self.broker.headers.append(headers)
         return self.broker.future()
 
 
@@ -65,10 +70,10 @@ class FakeTriton:
         ]
 
 
-def event(offset: int, value: bytes, key: str) -> SimpleNamespace:
+def event(offset: int, value: bytes, key: str, headers: list | None = None) -> SimpleNamespace:
     """An event as Faust hands it to the agent; the record key is the photo id, as uploads are keyed."""
     message = SimpleNamespace(key=key.encode(), topic="photo-uploads", partition=0, offset=offset,
-                              timestamp=1764583200.0 + offset)  # fmt: skip
+                              timestamp=1764583200.0 + offset, headers=headers)  # fmt: skip
     return SimpleNamespace(value=value, message=message)
 
 
