@@ -150,6 +150,7 @@ class BatchTagger:
                     pending.append(await self._send_dead_letter(event, prediction))
                     continue
                 tags, version = prediction.tags, prediction.version
+                metrics.observe_model_version(self.settings.model_name, version)
                 value = tag_event(upload, tags, self.settings.model_name, version, tagged_at)
                 pending.append(await producer.send(topic, upload.photo_id.encode(), value, None, None, None))
                 metrics.observe_latency(upload.uploaded_at)

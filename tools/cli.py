@@ -19,13 +19,10 @@ console = Console(stderr=True)
 
 def version() -> str:
     """The installed distribution's version (pyproject.toml's), or a marker when run from a bare checkout."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
+    from stream.version import UNKNOWN, package_version
 
-    try:
-        return installed("darkroom")
-    except PackageNotFoundError:
-        return "0+unknown (not installed: pip install -e .)"
+    found = package_version()
+    return f"{found} (not installed: pip install -e .)" if found == UNKNOWN else found
 
 
 def cmd_up(args: argparse.Namespace) -> int:
