@@ -53,7 +53,7 @@ PHOTO_BYTES_HELD = Gauge(
 ASSIGNMENTS = Counter("darkroom_partition_assignments_total", "Rebalances that ended with an assignment")
 LOAD_SECONDS = Histogram(
     "darkroom_photo_load_duration_seconds",
-    "Fetch + decode of a photo given by URL (http(s), s3), the wait for the byte budget included",
+    "Read or fetch + decode of one photo (a remote one's wait for the byte budget included)",
 )
 END_TO_END = Histogram(
     "darkroom_upload_to_tag_duration_seconds",
