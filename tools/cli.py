@@ -281,9 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="darkroom", description="Streaming, real-time photo tagger.")
     parser.add_argument("--version", action="version", version=f"darkroom {version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=functools.partial(argparse.ArgumentParser,
-                                                               formatter_class=DefaultsHelpFormatter))  # fmt: skip
+    subcommand = functools.partial(argparse.ArgumentParser, formatter_class=DefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=subcommand)
 
     up = sub.add_parser("up", help="start broker, Triton and worker on this machine")
     up.add_argument("--kafka-port", type=int, default=9092)
