@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from contracts.helpformat import DefaultsHelpFormatter
 from contracts.records import PermanentError, now_rfc3339, parse_upload, upload_value
-from stream.clients import UploadPublisher, photo_id_for, photo_paths
+from stream.clients import UploadPublisher, check_broker, photo_id_for, photo_paths
 from stream.settings import Settings, SettingsError
 
 console = Console(stderr=True)
@@ -166,6 +168,7 @@ class Pacer:
 # -- command line ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
         prog="darkroom backfill",
         description="Re-publish upload events for an existing archive (rate-limited, resumable), "
         "so the model version Triton serves now re-tags it.",
@@ -186,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``darkroom backfill``: 0 when the archive is done, 1 on a broker failure, 2 on bad input, 130 when
-    interrupted (progress saved: rerun to continue)."""
+    """``darkroom backfill``: 0 when the archive is done, 1 on a broker failure midway, 2 on bad input or an
+    unreachable broker, 130 when interrupted (progress saved: rerun to continue)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.rate <= 0:
         console.print(f"[red]error:[/] --rate must be > 0, got {args.rate}")
@@ -210,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{source}: all {len(photos)} photo(s) already backfilled ({state.path}); --restart to redo"
         )
         return 0
+    from confluent_kafka import KafkaException
+
+    try:
+        check_broker(settings.kafka_bootstrap, [settings.uploads_topic], settings)
+    except KafkaException as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}; nothing published", soft_wrap=True)
+        return 2
     return _publish(photos, state, settings, args.rate, args.limit)
 
 

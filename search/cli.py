@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from contracts.helpformat import DefaultsHelpFormatter
 from search.consumer import consume
 from search.counters import LiveCounters
 from search.store import Applied, Hit, SearchIndex, TopicNames, query_terms
@@ -36,6 +37,7 @@ def default_db() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
         prog="darkroom index",
         description="Index tag events (and upload URLs, dead letters) into a SQLite search index; "
         "optionally serve the search page. Topic names come from DARKROOM_*_TOPIC.",
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     """``darkroom index``: consume until SIGTERM/Ctrl-C (or, with ``--once``, until caught up)."""
     from confluent_kafka import KafkaException
 
+    from stream.clients import check_broker
+
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.once and args.serve:
         console.print("[red]error:[/] --once and --serve exclude each other: a page needs a running indexer")
@@ -86,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
             f"[red]error:[/] {escape(str(db_path))} is not a usable search index ({escape(str(exc))}); "
             "pass another --db"
         )
+        return 2
+    try:  # the topics may come later (--topic-wait), the broker must answer now
+        check_broker(settings.kafka_bootstrap, settings=settings)
+    except KafkaException as exc:
+        index.close()
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     if args.reset:
         index.reset()
@@ -151,7 +161,9 @@ def _report(total: Applied) -> None:
 def search_main(argv: list[str] | None = None) -> int:
     """``darkroom search "beach sunset"``: ranked photo ids with their tags. Exit 1 when nothing matches."""
     parser = argparse.ArgumentParser(
-        prog="darkroom search", description="Search the index that `darkroom index` (or `up`) keeps."
+        formatter_class=DefaultsHelpFormatter,
+        prog="darkroom search",
+        description="Search the index that `darkroom index` (or `up`) keeps.",
     )
     parser.add_argument("query", nargs="+", help="words; a photo must carry a tag matching each")
     parser.add_argument(

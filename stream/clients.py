@@ -7,7 +7,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from contracts import topics
 from contracts.records import upload_value
@@ -54,6 +63,46 @@ def url_photo_id(url: str) -> str:
     return f"{stem[:100]}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
 
 
+#: librdkafka errors after which waiting longer cannot help: every bootstrap broker refused, failed to
+#: resolve or failed the handshake (it reconnects, but a command should say so at once), or they rejected us.
+_DECISIVE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION})
+
+
+def check_broker(
+    bootstrap: str, topics: Iterable[str] = (), settings: Settings | None = None, timeout_s: float = 10.0
+) -> None:
+    """Return once a broker at ``bootstrap`` answers a metadata request and holds ``topics``; otherwise raise
+    KafkaException with one line naming the bootstrap servers and why (the first client error). A refused
+    or unresolvable address fails at once, a silent one after ``timeout_s``; librdkafka's own per-attempt
+    log lines are kept off stderr. TLS/SASL from ``settings`` (default: plaintext)."""
+    errors: list[KafkaError] = []
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "log_level": 2, "error_cb": errors.append,
+         **librdkafka_config(settings or Settings())}
+    )  # fmt: skip
+
+    def reason() -> str:
+        first = next((e for e in errors if e.code() not in _DECISIVE), errors[0] if errors else None)
+        return first.str() if first is not None else "no answer"
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin.poll(0.05)  # delivers error_cb
+        if any(e.code() in _DECISIVE or e.fatal() for e in errors):
+            raise KafkaException(f"cannot reach Kafka at {bootstrap}: {reason()}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KafkaException(f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s: {reason()}")
+        try:
+            metadata = admin.list_topics(timeout=min(0.5, left))
+        except KafkaException:
+            continue
+        missing = [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
+        if missing:
+            raise KafkaException(f"topic(s) {', '.join(missing)} not found on {bootstrap}")
+        return
+
+
 class UploadPublisher:
     """A librdkafka producer for upload events (acks=all, idempotent); TLS/SASL from ``settings``
     (default: plaintext)."""
@@ -61,25 +110,18 @@ class UploadPublisher:
     def __init__(self, bootstrap: str, topic: str = topics.UPLOADS, settings: Settings | None = None) -> None:
         self.topic = topic
         self.bootstrap = bootstrap
+        self.settings = settings or Settings()
         self._errors: list[str] = []
         # log_level 2: an unreachable broker is reported once by reachable()/flush(), not by librdkafka's
         # per-connection-attempt lines on stderr
         self._producer = Producer(
             {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "acks": "all",
-             "log_level": 2, **librdkafka_config(settings or Settings())}
+             "log_level": 2, **librdkafka_config(self.settings)}
         )  # fmt: skip
 
     def reachable(self, timeout_s: float = 10.0) -> None:
         """Raise KafkaException naming the bootstrap servers unless a broker answers with the topic."""
-        try:
-            metadata = self._producer.list_topics(self.topic, timeout=timeout_s)
-        except KafkaException as exc:
-            raise KafkaException(
-                f"cannot reach Kafka at {self.bootstrap} within {timeout_s:.0f}s ({exc})"
-            ) from None
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None:
-            raise KafkaException(f"topic {self.topic!r} not found on {self.bootstrap}")
+        check_broker(self.bootstrap, [self.topic], self.settings, timeout_s)
 
     def send(self, key: str | bytes | None, value: bytes) -> None:
         while True:

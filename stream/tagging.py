@@ -151,6 +151,7 @@ class BatchTagger:
                     pending.append(await self._send_dead_letter(event, prediction))
                     continue
                 tags, version = prediction.tags, prediction.version
+                metrics.observe_model_version(self.settings.model_name, version)
                 value = tag_event(upload, tags, self.settings.model_name, version, tagged_at)
                 headers = upload_span(event).headers()  # the upload's trace, continued by the worker's span
                 pending.append(

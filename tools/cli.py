@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from stream import logs
 
@@ -19,13 +21,10 @@ console = Console(stderr=True)
 
 def version() -> str:
     """The installed distribution's version (pyproject.toml's), or a marker when run from a bare checkout."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
+    from stream.version import UNKNOWN, package_version
 
-    try:
-        return installed("darkroom")
-    except PackageNotFoundError:
-        return "0+unknown (not installed: pip install -e .)"
+    found = package_version()
+    return f"{found} (not installed: pip install -e .)" if found == UNKNOWN else found
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -186,7 +185,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 progress.update(task, completed=count, description=f"published {count}")
         publisher.flush()
     except (ListingError, KafkaException) as exc:
-        console.print(f"[red]error:[/] {exc} ({count} upload event(s) sent before it)")
+        sent = f" ({count} upload event(s) sent before it)" if count else "; nothing published"
+        console.print(f"[red]error:[/] {escape(str(exc))}{sent}", soft_wrap=True)
         return 2
     print(f"published {count} upload event(s) to {topic}")
     return 0 if count else 1
@@ -195,17 +195,25 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     """Print tag events and dead letters as they arrive."""
     import orjson
+    from confluent_kafka import KafkaException
 
-    from stream.clients import follow
+    from stream.clients import check_broker, follow
     from stream.settings import Settings
 
     settings = Settings.from_env()  # bootstrap, topics and Kafka TLS/SASL unless given, as for publish
+    bootstrap = args.bootstrap or settings.kafka_bootstrap
     dlq_topic = args.dlq_topic or settings.dlq_topic
+    topics = [args.tags_topic or settings.tags_topic, dlq_topic]
+    try:
+        check_broker(bootstrap, topics, settings)
+    except KafkaException as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return 2
     seen = 0
     try:
         for topic, _, value in follow(
-            args.bootstrap or settings.kafka_bootstrap,
-            [args.tags_topic or settings.tags_topic, dlq_topic],
+            bootstrap,
+            topics,
             args.from_beginning,
             args.idle_timeout,
             settings=settings,
@@ -269,9 +277,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from contracts.helpformat import DefaultsHelpFormatter
+
     parser = argparse.ArgumentParser(prog="darkroom", description="Streaming, real-time photo tagger.")
     parser.add_argument("--version", action="version", version=f"darkroom {version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommand = functools.partial(argparse.ArgumentParser, formatter_class=DefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=subcommand)
 
     up = sub.add_parser("up", help="start broker, Triton and worker on this machine")
     up.add_argument("--kafka-port", type=int, default=9092)
@@ -295,10 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     worker = sub.add_parser("worker", help="run the tagging worker (settings from DARKROOM_* env vars)")
-    worker.add_argument("--bootstrap", help="Kafka bootstrap servers (DARKROOM_KAFKA_BOOTSTRAP)")
-    worker.add_argument("--triton", help="Triton gRPC host:port (DARKROOM_TRITON_GRPC)")
-    worker.add_argument("--group-id", help="consumer group (DARKROOM_GROUP_ID)")
-    worker.add_argument("--batch-size", type=int, help="events per micro-batch (DARKROOM_BATCH_SIZE)")
+    worker.add_argument("--bootstrap", help="Kafka bootstrap servers (default: DARKROOM_KAFKA_BOOTSTRAP)")
+    worker.add_argument("--triton", help="Triton gRPC host:port (default: DARKROOM_TRITON_GRPC)")
+    worker.add_argument("--group-id", help="consumer group (default: DARKROOM_GROUP_ID)")
+    worker.add_argument(
+        "--batch-size", type=int, help="events per micro-batch (default: DARKROOM_BATCH_SIZE)"
+    )
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=cmd_worker)
 

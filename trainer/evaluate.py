@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.helpformat import DefaultsHelpFormatter
 from trainer.metrics import MIN_SUPPORT, calibrate, score_metrics
 
 TOP_K = (1, 3, 5)
@@ -149,7 +150,9 @@ def write_evaluation_report(
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate ``--checkpoint`` on ``--test`` (clean labels) and write the report to ``--out``."""
-    parser = argparse.ArgumentParser(prog="darkroom evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter, prog="darkroom evaluate", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt from darkroom train")
     parser.add_argument("--test", type=Path, required=True, help="manifest of clean-labelled test photos")
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and plots")

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contracts.helpformat import DefaultsHelpFormatter
 from trainer.data.manifest import PhotoSet, load_photo_set
 from trainer.data.synthetic import make_photo_set
 from trainer.evaluate import write_evaluation_report
@@ -479,7 +480,11 @@ def results_markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``darkroom experiment paper --out DIR [--quick] [--seed N]``."""
-    parser = argparse.ArgumentParser(prog="darkroom experiment", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
+        prog="darkroom experiment",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("name", choices=("paper",), help="the experiment to run")
     parser.add_argument("--out", type=Path, required=True, help="folder for data, checkpoints and results")
     parser.add_argument(

@@ -31,6 +31,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from contracts.helpformat import DefaultsHelpFormatter
 from contracts.tensors import INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 from trainer.checkpoint import load_checkpoint, load_tagger
 from trainer.serving import tagger_backend
@@ -388,6 +389,7 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
         prog="darkroom export",
         description="Export a checkpoint as version N+1 of a Triton model (vocabulary and thresholds included).",
     )

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from contracts.helpformat import DefaultsHelpFormatter
 from trainer.checkpoint import is_checkpoint, read_torch_file
 from trainer.data.manifest import ManifestError, PhotoSet, load_photo_set
 from trainer.finetune import (
@@ -502,7 +503,9 @@ def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     """``darkroom train``: train from manifests (or shards), print the validation mAP and skipped photos."""
-    parser = argparse.ArgumentParser(prog="darkroom train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter, prog="darkroom train", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--train", type=Path, required=True, help="training manifest (JSONL) or shard folder")
     parser.add_argument("--val", type=Path, required=True, help="validation manifest with clean labels")
     parser.add_argument("--vocab", type=Path, help="vocab.json (default: the synthetic world's concepts)")

@@ -139,7 +139,7 @@ def test_overlay_renders_the_whole_deployment(rendered: list[Resource]) -> None:
         "Namespace": 1,
         "Deployment": 2,
         "Service": 2,
-        "ConfigMap": 2,
+        "ConfigMap": 3,  # worker and Triton settings, Grafana dashboards
         "PodDisruptionBudget": 2,
         "PersistentVolumeClaim": 1,
         "ScaledObject": 1,

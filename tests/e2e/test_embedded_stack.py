@@ -168,6 +168,38 @@ def test_an_upload_s_times_come_from_its_record_so_a_redelivery_repeats_them(up,
     assert topic == "photo-uploads-dlq" and letter["at"] == "2025-12-01T10:00:01.123Z"
 
 
+def test_each_workers_metrics_page_follows_the_conventions_and_feeds_the_dashboard(up, outcome_reader):
+    """The real /metrics pages, scraped over HTTP once a photo is tagged: every name by the conventions, the
+    served model version named, and every metric the service dashboard queries present."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.deploy.test_grafana_dashboard import EXTERNAL, dashboard, exprs, promql_names
+    from tests.stream.test_metric_names import STANDARD_PREFIXES, problems
+
+    make_photo_set(up["photos"] / "metrics", 1, seed=11, size=(320, 240), split="metrics")
+    photo_id = f"metrics-{uuid.uuid4().hex[:6]}"
+    INPUTS.add(photo_id)
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{up['ports'].kafka}", "acks": "all"})
+    photo = next((up["photos"] / "metrics").glob("*.jpg"))
+    producer.produce("photo-uploads", key=photo_id, value=upload(photo_id, photo.as_uri()))
+    assert producer.flush(30) == 0
+    outcome_reader(f"127.0.0.1:{up['ports'].kafka}").wait_for({photo_id}, timeout_s=60, grace_s=0)
+    served, versions = set(), set()
+    for port in (up["ports"].worker_web, up["ports"].worker_web + 1):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        families = [
+            f for f in text_string_to_metric_families(text) if not f.name.startswith(STANDARD_PREFIXES)
+        ]
+        assert not {f.name: problems(f) for f in families if problems(f)}
+        served |= {s.name for f in families for s in f.samples} | {f.name for f in families}
+        versions |= {(s.labels["model"], s.labels["version"], s.value) for f in families
+                     if f.name == "darkroom_model_version_info" for s in f.samples}  # fmt: skip
+    assert versions == {("tagger", "1", 1.0)}
+    for expr in exprs(dashboard()):
+        names, _ = promql_names(expr)
+        assert names <= served | set(EXTERNAL), (expr, names - served)
+
+
 def test_sigterm_stops_every_process(up):
     pids = json.loads((up["run"] / "pids.json").read_text())
     assert set(pids) == {"broker", "triton", "worker", "worker2", "indexer"}

@@ -260,8 +260,8 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(env, outcome_reader):
     triton.send_signal(signal.SIGSTOP)
     try:
         publish(env, uploads)
-        wait_until(lambda: worker_metric(port, "darkroom_in_flight_events") > 0, 30, "a batch in flight")
-        in_flight = worker_metric(port, "darkroom_in_flight_events")
+        wait_until(lambda: worker_metric(port, "darkroom_uploads_in_flight") > 0, 30, "a batch in flight")
+        in_flight = worker_metric(port, "darkroom_uploads_in_flight")
         assert stack.kill_child("worker", signal.SIGKILL) == -signal.SIGKILL
     finally:
         triton.send_signal(signal.SIGCONT)
@@ -287,9 +287,9 @@ def test_sigterm_drains_the_batch_in_flight_and_commits(env, outcome_reader):
     try:
         publish(env, uploads)
         deadline = time.monotonic() + 30
-        while worker_metric(port, "darkroom_in_flight_events") == 0 and time.monotonic() < deadline:
+        while worker_metric(port, "darkroom_uploads_in_flight") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert worker_metric(port, "darkroom_in_flight_events") > 0
+        assert worker_metric(port, "darkroom_uploads_in_flight") > 0
         worker = stack.child("worker")
         worker.proc.send_signal(signal.SIGTERM)
         time.sleep(2)
@@ -352,7 +352,7 @@ def test_worker_joining_while_triton_is_down_rebalances_without_eviction_and_los
     stopped_at = time.monotonic()
     uploads = good_uploads(env, "outage-join", 64)
     publish(env, uploads)
-    wait_until(lambda: worker_metric(port, "darkroom_in_flight_events") > 0, 30, "a batch in flight")
+    wait_until(lambda: worker_metric(port, "darkroom_uploads_in_flight") > 0, 30, "a batch in flight")
     assignments = worker_metric(port, "darkroom_partition_assignments_total")
     web2 = Ports.free().worker_web
     second = stack._spawn_worker("worker-2", web2)  # start_worker would wait for readiness, i.e. Triton
@@ -415,7 +415,7 @@ def test_second_worker_joining_mid_stream_keeps_the_invariant_and_commits(env, o
         web2 = Ports.free().worker_web
         stack.start_worker("worker-2", web_port=web2)
         deadline = time.monotonic() + 40
-        while worker_metric(web2, "darkroom_events_in_total") == 0 and time.monotonic() < deadline:
+        while worker_metric(web2, "darkroom_uploads_consumed_total") == 0 and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(4)
     finally:
@@ -428,7 +428,7 @@ def test_second_worker_joining_mid_stream_keeps_the_invariant_and_commits(env, o
     while commits[-1] < PUBLISHED[0] and time.monotonic() < deadline:
         time.sleep(1)
         commits.append(committed(stack.bootstrap))
-    second = worker_metric(web2, "darkroom_events_in_total")
+    second = worker_metric(web2, "darkroom_uploads_consumed_total")
     print(
         f"\nrebalance: {len(sent)} uploads, worker-2 took {second:.0f}; {duplicates} duplicates; "
         f"committed {commits[0]} -> {commits[-1]} of {PUBLISHED[0]} records"

@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from contracts.helpformat import DefaultsHelpFormatter
 from tools.bench.naive import bench_naive
 from tools.bench.offline import bench_decode, bench_offline
 from tools.bench.report import machine, write_results
@@ -111,7 +112,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="darkroom bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter, prog="darkroom bench", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a small run (under 2 minutes) that keeps the command working"
     )

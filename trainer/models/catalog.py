@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from contracts.helpformat import DefaultsHelpFormatter
 from trainer.models.preprocess import Tagger
 from trainer.models.registry import create_model, list_models
 
@@ -144,7 +145,9 @@ def experiment_map(path: Path) -> dict[tuple[str, int], float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print (or write as JSON) the cost table of every registered model."""
-    parser = argparse.ArgumentParser(prog="darkroom models", description=__doc__)
+    parser = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter, prog="darkroom models", description=__doc__
+    )
     parser.add_argument(
         "--size", type=int, action="append", help="input resolution(s) in px (default 96 and 128)"
     )

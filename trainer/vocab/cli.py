@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from contracts.helpformat import DefaultsHelpFormatter
 from trainer.vocab.inputs import BadLines, InputError
 from trainer.vocab.normalize import DataFileError, TagNormalizer, fold
 from trainer.vocab.report import report_format, write_vocab_report
@@ -32,6 +33,7 @@ _DEFAULTS = Criteria()
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        formatter_class=DefaultsHelpFormatter,
         prog="darkroom vocab",
         description="Choose the tags the model predicts: searched by users, used by many owners, and visual.",
     )
