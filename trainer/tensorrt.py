@@ -50,7 +50,7 @@ def require_tensorrt() -> Any:
         import tensorrt as trt
     except ImportError as exc:
         raise TensorRTUnavailable(
-            f"needs the TensorRT Python package (pip install tensorrt): {exc}"
+            f"needs the TensorRT Python package of the deployed Triton (pip install '.[gpu]'): {exc}"
         ) from None
     import torch
 
