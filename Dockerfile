@@ -1,10 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # Darkroom images. Build from the repository root:
 #   docker build -t REGISTRY/darkroom:TAG .                                   # the worker (default target)
-#   docker build --target triton-cpu -t REGISTRY/darkroom-triton-cpu:TAG .    # Triton for the cpu overlay
 # Base images are pinned by tag; pin them by digest too (`@sha256:...`) once your registry mirror has them.
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
-ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 
 # --- build: install the project and its runtime dependencies into a self-contained venv -------------
 FROM ${PYTHON_IMAGE} AS build
@@ -23,12 +21,6 @@ COPY tools ./tools
 # torch (the `embedded` and `train` extras).
 RUN /opt/darkroom/bin/pip install ".[s3]" \
  && /opt/darkroom/bin/darkroom --help > /dev/null
-
-# --- triton-cpu: the NGC Triton image plus what the CPU variant's Python backend imports --------------
-FROM ${TRITON_IMAGE} AS triton-cpu
-RUN pip install --no-cache-dir "onnxruntime==1.19.2" "numpy==1.26.4"
-# The image's own unprivileged `triton-server` user.
-USER 1000:1000
 
 # --- worker: slim runtime, non-root, read-only-root friendly ----------------------------------------
 FROM ${PYTHON_IMAGE} AS worker

@@ -1,5 +1,6 @@
 """GPU check: the model's CUDA throughput by batch size (FP32, FP16, CUDA graphs) and, where TensorRT is
-installed, engine builds (FP16, INT8), parity against ONNX Runtime and engine throughput by batch size.
+installed, engine builds (FP16, INT8 from the Q/DQ graph), parity against ONNX Runtime (and, for INT8,
+against the Q/DQ graph in ONNX Runtime) and engine throughput by batch size.
 
     python bench/gpu_check.py [--checkpoint ckpt.pt] [--out bench/results/gpu.json]
 
@@ -93,6 +94,12 @@ def tensorrt_results(checkpoint: dict, photos: np.ndarray, batches: list[int], s
                 "mean_abs_diff": float(np.abs(got - want).mean()),
                 "same_tags_share": float(np.mean(same)),
             }
+            qdq = front / "model.qdq.onnx"  # INT8: the Q/DQ graph the plan was built from, same scales
+            if qdq.exists():
+                session = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
+                diff = got - session.run(["SCORES"], {"IMAGE": held_out})[0]
+                entry["parity_vs_qdq_onnxruntime"] = {"max_abs_diff": float(np.abs(diff).max())}
+                entry["quantization"] = json.loads((front / "metadata.json").read_text())["quantization"]
         except ImportError as exc:
             entry["parity_vs_onnxruntime"] = f"not measured: {exc}"
         shape = tuple(held_out.shape[1:])

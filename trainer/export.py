@@ -4,14 +4,19 @@ A version folder holds everything that must change together: weights, ``vocab.js
 and ``model.py`` (the Python-backend model that turns scores into tags). Each folder is written aside and
 renamed into place, so Triton's repository poller never sees half a version.
 
-Two repository variants (``--target``):
+Three repository variants (``--target``, and ``--backend`` for cpu):
 
-* ``cpu``: ``tagger/N/`` = ``model.py`` running ONNX Runtime on ``model.onnx`` (the embedded tritonserver).
-* ``gpu``: ``tagger_trt/N/model.plan`` (``platform: "tensorrt_plan"``, ``KIND_GPU``) and ``tagger/N/`` =
-  the same ``model.py``, which asks *version N* of ``tagger_trt`` for scores (BLS) and applies version N's
-  thresholds. The plan version is written first; ``tagger`` version N waits until it is loaded.
+* ``cpu`` (``--backend python``, the default): ``tagger/N/`` = ``model.py`` running ONNX Runtime on
+  ``model.onnx`` inside the Python backend (the embedded tritonserver, whose wheel has no ONNX Runtime backend).
+* ``cpu --backend onnxruntime`` (NGC Triton on CPU nodes): ``tagger_onnx/N/model.onnx`` served by Triton's
+  own ONNX Runtime backend (``backend: "onnxruntime"``, SCORES only), and ``tagger/N/`` = the same
+  ``model.py``, which asks *version N* of ``tagger_onnx`` for scores (BLS) and applies version N's thresholds.
+* ``gpu``: ``tagger_trt/N/model.plan`` (``platform: "tensorrt_plan"``, ``KIND_GPU``) and the same front.
+  INT8 plans are built from a Q/DQ graph (trainer/quantize.py), written beside it as ``model.qdq.onnx``.
 
-``darkroom export --checkpoint ckpt.pt --repo triton_models --target cpu|gpu`` is :func:`main`.
+The scores model's version is written first; ``tagger`` version N waits until it is loaded.
+
+``darkroom export --checkpoint ckpt.pt --repo triton_models --target cpu|gpu [--backend ...]`` is :func:`main`.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from trainer.checkpoint import load_checkpoint, load_tagger
 from trainer.serving import tagger_backend
 
 TARGETS = ("cpu", "gpu")
+BACKENDS = ("python", "onnxruntime")  # what runs the ONNX graph of the cpu target
 PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = "_trt"  # the GPU variant's plan model is "<name>_trt"
+ONNX_SUFFIX = "_onnx"  # the ONNX Runtime backend's model is "<name>_onnx"
+QDQ_FILE = "model.qdq.onnx"  # the INT8 plan's source graph, kept in the front's version folder
 
 
 @dataclass(frozen=True)
@@ -154,9 +162,10 @@ def model_config(
 ) -> str:
     """The ``config.pbtxt`` of a model, built as Triton's ModelConfig message and written in its text format.
 
-    ``cpu``: the Python-backend ``tagger`` (SCORES + TAGS). With ``scores_model`` it is the GPU variant's
-    front, which gets its scores from that plan model. ``gpu``: the TensorRT plan (SCORES only; its output
-    width is ``num_tags`` when known, since a plan has a fixed vocabulary size).
+    ``cpu``: the Python-backend ``tagger`` (SCORES + TAGS). With ``scores_model`` it is a front, which gets
+    its scores from that model. ``gpu``: the TensorRT plan (SCORES only; its output width is ``num_tags``
+    when known, since a plan has a fixed vocabulary size). ``onnxruntime``: the ONNX graph on Triton's ONNX
+    Runtime backend (SCORES only, CPU instances, ONNX Runtime's thread pools set by parameters).
     """
     pb = model_config_pb2
     config = pb.ModelConfig(name=name, max_batch_size=serving.max_batch_size)
@@ -175,8 +184,16 @@ def model_config(
         kind = pb.ModelInstanceGroup.KIND_GPU
         # One version more than the front: during a rollout the front's old version still calls its plan.
         serving.set_policy(config, extra_latest=1)
+    elif target == "onnxruntime":
+        config.backend = "onnxruntime"
+        config.output.add(name=SCORES_OUTPUT, data_type=pb.TYPE_FP32, dims=[num_tags or -1])
+        kind = pb.ModelInstanceGroup.KIND_CPU
+        # The backend's own parameter names; one inter-op thread: the graph is a chain, nothing to overlap.
+        config.parameters["intra_op_thread_count"].string_value = str(serving.intra_op_threads)
+        config.parameters["inter_op_thread_count"].string_value = "1"
+        serving.set_policy(config, extra_latest=1)
     else:
-        raise ValueError(f"unknown target {target!r}; choose cpu or gpu")
+        raise ValueError(f"unknown target {target!r}; choose cpu, gpu or onnxruntime")
     config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[size[0], size[1], 3])
     config.dynamic_batching.preferred_batch_size.extend(
         b for b in serving.preferred_batch_sizes if b <= serving.max_batch_size
@@ -284,42 +301,100 @@ def write_version(
     precision: str = "fp16",
     calibration: np.ndarray | None = None,
     build_plan: Callable[..., dict] | None = None,
+    backend: str = "python",
 ) -> Path:
     """Add version N+1 of model ``name`` to ``repo`` from a checkpoint dict; return its folder.
 
     ``target="gpu"`` also builds a TensorRT plan (``precision``; ``calibration`` = uint8 sample images for
     INT8) into version N+1 of ``<name>_trt``. ``build_plan`` defaults to :func:`trainer.tensorrt.build_engine`.
+    ``backend="onnxruntime"`` (cpu) puts the ONNX graph into version N+1 of ``<name>_onnx`` for Triton's
+    ONNX Runtime backend, behind the same front as the GPU variant.
     """
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose cpu or gpu")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose python or onnxruntime")
+    if target == "gpu" and backend != "python":
+        raise ValueError("--backend applies to --target cpu; the gpu target serves a TensorRT plan")
     serving = serving or ServingConfig()
     serving.check()
     size = tuple(checkpoint["input_size"])
     model_dir = repo / name
     plan_dir = repo / f"{name}{PLAN_SUFFIX}"
+    onnx_dir = repo / f"{name}{ONNX_SUFFIX}"
     _check_input_size(model_dir, size)  # type: ignore[arg-type]
     model_dir.mkdir(parents=True, exist_ok=True)
-    # One number names the front and its plan, so take the next free number of both.
-    version = max([0, *versions(model_dir), *versions(plan_dir)]) + 1
+    # One number names the front and its scores model, so take the next free number of all of them.
+    version = max([0, *versions(model_dir), *versions(plan_dir), *versions(onnx_dir)]) + 1
     staging = _staging(model_dir, version)
     try:
         onnx_path = staging / "model.onnx"
         export_onnx(load_tagger(checkpoint), onnx_path, size, cast_first=target == "gpu")  # type: ignore[arg-type]
-        extra: dict = {"target": target}
+        extra: dict = {"target": target, **({"backend": backend} if target == "cpu" else {})}
         scores_model = None
         if target == "gpu":
+            if precision == "int8":
+                extra["quantization"], onnx_path = _write_qdq(onnx_path, calibration)
             extra["tensorrt"] = _write_plan_version(
-                plan_dir, version, onnx_path, checkpoint, size, serving, precision, calibration,
-                build_plan,
-            )  # fmt: skip
+                plan_dir, version, onnx_path, checkpoint, size, serving, precision, build_plan
+            )
             scores_model = plan_dir.name
+        elif backend == "onnxruntime":
+            _write_onnx_version(onnx_dir, version, onnx_path, checkpoint, size, serving)  # type: ignore[arg-type]
+            scores_model = onnx_dir.name
         _write_version_files(staging, checkpoint, size, extra)  # type: ignore[arg-type]
         _write_config(model_dir, model_config(name, "cpu", size, serving, scores_model=scores_model))  # type: ignore[arg-type]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _publish(staging, model_dir, version)
+
+
+def _write_qdq(onnx_path: Path, calibration: np.ndarray | None) -> tuple[dict, Path]:
+    """The Q/DQ INT8 graph beside ``onnx_path`` (calibrated on ``calibration``): its report and path."""
+    from trainer.quantize import quantize_qdq
+
+    if calibration is None or not len(calibration):
+        raise ValueError("INT8 needs calibration images (--calibration-images DIR)")
+    qdq_path = onnx_path.with_name(QDQ_FILE)
+    return quantize_qdq(onnx_path, qdq_path, calibration), qdq_path
+
+
+def _check_scores_width(model_dir: Path, num_tags: int) -> None:
+    """A scores model declares its output width; versions with another vocabulary size need another name."""
+    config_path = model_dir / "config.pbtxt"
+    served = tensor_dims(read_model_config(config_path), SCORES_OUTPUT) if config_path.exists() else None
+    if served and served[0] > 0 and served[0] != num_tags:
+        raise ValueError(
+            f"{config_path} serves {served[0]} tags but this checkpoint has {num_tags}: a scores model's output "
+            "width is fixed in its config; export a new vocabulary under another --name"
+        )
+
+
+def _write_onnx_version(
+    onnx_dir: Path,
+    version: int,
+    onnx_path: Path,
+    checkpoint: dict,
+    size: tuple[int, int],
+    serving: ServingConfig,
+) -> None:
+    """Move the ONNX graph into version ``version`` of the ONNX Runtime backend's model, with its config
+    (the front's version folder then holds no weights: it asks this model for scores)."""
+    _check_input_size(onnx_dir, size)
+    num_tags = len(checkpoint["vocab"]["tags"])
+    _check_scores_width(onnx_dir, num_tags)
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    staging = _staging(onnx_dir, version)
+    try:
+        os.replace(onnx_path, staging / "model.onnx")
+        config = model_config(onnx_dir.name, "onnxruntime", size, serving, num_tags=num_tags)
+        _write_config(onnx_dir, config)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, onnx_dir, version)
 
 
 def _write_plan_version(
@@ -330,32 +405,22 @@ def _write_plan_version(
     size: tuple[int, int],
     serving: ServingConfig,
     precision: str,
-    calibration: np.ndarray | None,
     build_plan: Callable[..., dict] | None,
 ) -> dict:
     """Build ``model.plan`` from the ONNX file into version ``version`` of the plan model; its build report."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "int8" and (calibration is None or not len(calibration)):
-        raise ValueError("INT8 needs calibration images (--calibration-images DIR)")
     if build_plan is None:
         from trainer.tensorrt import build_engine as build_plan
     _check_input_size(plan_dir, size)
     num_tags = len(checkpoint["vocab"]["tags"])
-    config_path = plan_dir / "config.pbtxt"
-    served = tensor_dims(read_model_config(config_path), SCORES_OUTPUT) if config_path.exists() else None
-    if served and served[0] > 0 and served[0] != num_tags:
-        raise ValueError(
-            f"{config_path} serves {served[0]} tags but this checkpoint has {num_tags}: a plan's output width is "
-            "fixed in its config; export a new vocabulary under another --name"
-        )
+    _check_scores_width(plan_dir, num_tags)
     plan_dir.mkdir(parents=True, exist_ok=True)
     staging = _staging(plan_dir, version)
     try:
         report = build_plan(
-            onnx_path, staging / "model.plan", max_batch=serving.max_batch_size, precision=precision,
-            calibration=calibration,
-        )  # fmt: skip
+            onnx_path, staging / "model.plan", max_batch=serving.max_batch_size, precision=precision
+        )
         _write_config(plan_dir, model_config(plan_dir.name, "gpu", size, serving, num_tags=num_tags))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -398,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", type=Path, default=Path("triton_models"), help="Triton model repository")
     parser.add_argument("--name", default="tagger", help="model name (default tagger)")
     parser.add_argument("--target", choices=TARGETS, default="cpu",
-                        help="cpu: Python backend + ONNX Runtime; gpu: TensorRT plan + thresholding front")  # fmt: skip
+                        help="cpu: ONNX Runtime; gpu: TensorRT plan + thresholding front")  # fmt: skip
+    parser.add_argument("--backend", choices=BACKENDS, default="python",
+                        help="cpu: python (inside the Python backend; the embedded server) or onnxruntime "
+                        "(Triton's ONNX Runtime backend + thresholding front; NGC Triton)")  # fmt: skip
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
     parser.add_argument("--preferred-batch-sizes", type=_batch_sizes, default=defaults.preferred_batch_sizes,
                         metavar="B,B,...", help="dynamic batching's preferred sizes (default 8,16,32)")  # fmt: skip
@@ -409,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version-policy", default="latest:1", metavar="POLICY",
                         help="latest:N (default latest:1), all, or specific:1,2,...")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS, help="TensorRT precision (gpu; default fp16)")
-    parser.add_argument("--calibration-images", type=Path, metavar="DIR", help="sample photos for INT8 (gpu)")
+    parser.add_argument("--calibration-images", type=Path, metavar="DIR",
+                        help="sample photos that calibrate the INT8 Q/DQ graph (gpu)")  # fmt: skip
     parser.add_argument("--calibration-count", type=int, default=512, help="at most this many (default 512)")
     return parser
 
@@ -428,15 +497,28 @@ def main(argv: list[str] | None = None) -> int:
             **parse_version_policy(args.version_policy),
         )
         serving.check()
+        if args.target == "gpu" and args.backend != "python":
+            raise ValueError("--backend applies to --target cpu; the gpu target serves a TensorRT plan")
         checkpoint = load_checkpoint(args.checkpoint)
         calibration = None
         if args.target == "gpu":
-            from trainer.tensorrt import TensorRTUnavailable, require_tensorrt
+            from trainer.tensorrt import (
+                TENSORRT_VERSION,
+                TRITON_IMAGE,
+                TensorRTUnavailable,
+                require_tensorrt,
+                same_release,
+            )
 
             try:
-                require_tensorrt()
+                trt = require_tensorrt()
             except TensorRTUnavailable as exc:
                 raise ValueError(f"--target gpu: {exc}") from None
+            if not same_release(trt.__version__):
+                raise ValueError(
+                    f"--target gpu: TensorRT {trt.__version__} builds plans that {TRITON_IMAGE} (TensorRT "
+                    f"{TENSORRT_VERSION}) cannot load; pip install '.[gpu]'"
+                )
             if args.calibration_images:
                 calibration = load_calibration_images(
                     args.calibration_images, tuple(checkpoint["input_size"]), args.calibration_count
@@ -444,9 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.calibration_images or args.precision:
             raise ValueError("--precision and --calibration-images apply to --target gpu only")
         version_dir = write_version(
-            args.repo, checkpoint, args.name, serving, args.target, args.precision or "fp16", calibration
-        )
+            args.repo, checkpoint, args.name, serving, args.target, args.precision or "fp16", calibration,
+            backend=args.backend,
+        )  # fmt: skip
     except (ValueError, OSError) as exc:
         parser.exit(2, f"darkroom export: error: {exc}\n")
-    print(f"added {version_dir} ({args.target})")
+    print(f"added {version_dir} ({args.target}, {args.backend if args.target == 'cpu' else 'tensorrt'})")
     return 0

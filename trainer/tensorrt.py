@@ -1,8 +1,16 @@
-"""TensorRT engines from the exported ONNX graph: FP16, or INT8 calibrated on sample photos.
+"""TensorRT engines from the exported ONNX graph: FP16, or INT8 from a Q/DQ graph (explicit quantization).
 
-Written against the TensorRT 10 Python API (NGC Triton 24.10 ships TensorRT 10.5). Device buffers are
-torch CUDA tensors, so nothing beyond ``tensorrt`` and a CUDA build of PyTorch is needed. On a machine
-without either, :func:`require_tensorrt` raises :class:`TensorRTUnavailable` naming what is missing.
+Written against the TensorRT 10 Python API. A plan loads only in the TensorRT release that built it, so the
+Triton image the manifests run and the TensorRT that ``darkroom export --target gpu`` builds with are one
+fact, kept here: :data:`TRITON_IMAGE` and :data:`TENSORRT_VERSION` (the ``gpu`` extra in pyproject.toml pins
+the same version; tests/deploy/test_triton_image.py holds the manifests, the docs and the pin to it).
+Device buffers are torch CUDA tensors, so nothing beyond ``tensorrt`` and a CUDA build of PyTorch is needed.
+On a machine without either, :func:`require_tensorrt` raises :class:`TensorRTUnavailable` naming what is
+missing.
+
+INT8 does not use TensorRT's calibrators (``IInt8EntropyCalibrator2`` and friends are deprecated in
+TensorRT 10): trainer/quantize.py writes a Q/DQ graph calibrated on sample photos, and the builder only
+needs the INT8 flag to turn its Q/DQ pairs into INT8 kernels.
 
 The engine keeps the ONNX graph's contract: input ``IMAGE`` uint8 ``[N, H, W, 3]``, output ``SCORES``
 float32 ``[N, tags]``, one optimization profile from batch 1 to the model's max batch size.
@@ -18,6 +26,19 @@ import numpy as np
 
 from trainer.serving.tagger_backend import INPUT, SCORES
 
+#: NGC Triton release the manifests deploy → the TensorRT it ships. From NVIDIA's Triton release notes:
+#: 25.06 is built on CUDA 12.9.1.010 and is the last release on CUDA 12 (there is no 25.07; 25.08 moved to
+#: CUDA 13), which the ``tensorrt-cu12`` wheels target; Triton's compatibility matrix lists TensorRT
+#: 10.11.0.33 for its containers on that CUDA build. Change both together, with the `gpu` extra's pin.
+TRITON_RELEASE = "25.06"
+TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
+TENSORRT_VERSION = "10.11.0.33"
+
+
+def same_release(version: str) -> bool:
+    """Whether TensorRT ``version`` can build plans the deployed Triton loads (major.minor equal)."""
+    return version.split(".")[:2] == TENSORRT_VERSION.split(".")[:2]
+
 
 class TensorRTUnavailable(RuntimeError):
     """TensorRT or a CUDA device is missing; the message says which."""
@@ -29,7 +50,7 @@ def require_tensorrt() -> Any:
         import tensorrt as trt
     except ImportError as exc:
         raise TensorRTUnavailable(
-            f"needs the TensorRT Python package (pip install tensorrt): {exc}"
+            f"needs the TensorRT Python package of the deployed Triton (pip install '.[gpu]'): {exc}"
         ) from None
     import torch
 
@@ -45,52 +66,30 @@ def _logger() -> Any:
     return trt.Logger(trt.Logger.WARNING)
 
 
-def make_calibrator(images: np.ndarray, batch_size: int = 32, cache: Path | None = None) -> Any:
-    """An ``IInt8EntropyCalibrator2`` that feeds uint8 photos (decoded as the worker decodes them)."""
-    trt = require_tensorrt()
-    import torch
-
-    class PhotoCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            super().__init__()
-            self.batch_size = min(batch_size, len(images))
-            self.index = 0
-            self.device = torch.empty((self.batch_size, *images.shape[1:]), dtype=torch.uint8, device="cuda")
-
-        def get_batch_size(self) -> int:
-            return self.batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.index + self.batch_size > len(images):
-                return None
-            self.device.copy_(torch.from_numpy(images[self.index : self.index + self.batch_size]))
-            self.index += self.batch_size
-            return [int(self.device.data_ptr())]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache.read_bytes() if cache is not None and cache.exists() else None
-
-        def write_calibration_cache(self, data: Any) -> None:
-            if cache is not None:
-                cache.write_bytes(bytes(data))
-
-    return PhotoCalibrator()
-
-
 def build_engine(
     onnx_path: Path,
     plan_path: Path,
     max_batch: int,
     precision: str = "fp16",
-    calibration: np.ndarray | None = None,
     workspace_bytes: int = 2 << 30,
 ) -> dict:
     """Build and write ``plan_path`` from ``onnx_path``; return a report (precision, seconds, sizes).
 
-    ``precision``: ``fp32``, ``fp16`` or ``int8`` (INT8 with FP16 fallback, calibrated on ``calibration``,
-    uint8 images ``[N, H, W, 3]``). The profile covers batch 1..``max_batch`` with ``max_batch // 2`` as
-    the shape TensorRT tunes for (dynamic batching fills batches to the preferred sizes, around there).
+    ``precision``: ``fp32``, ``fp16`` or ``int8``. INT8 needs a Q/DQ graph (trainer.quantize.quantize_qdq):
+    its quantized layers run in INT8, the rest in FP16. The profile covers batch 1..``max_batch`` with
+    ``max_batch // 2`` as the shape TensorRT tunes for (dynamic batching fills batches to the preferred
+    sizes, around there).
     """
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if precision == "int8":
+        from trainer.quantize import is_qdq
+
+        if not is_qdq(onnx_path):
+            raise ValueError(
+                f"INT8 builds from a Q/DQ graph and {onnx_path} has no QuantizeLinear node; "
+                "make one with trainer.quantize.quantize_qdq (darkroom export does)"
+            )
     trt = require_tensorrt()
     logger = _logger()
     started = time.monotonic()
@@ -109,22 +108,16 @@ def build_engine(
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
-        if calibration is None or not len(calibration):
-            raise ValueError("INT8 needs calibration images")
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = make_calibrator(calibration)
-        config.set_calibration_profile(profile)
-    elif precision != "fp32":
-        raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: the Q/DQ scales, no calibrator
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}; see its log above")
     plan_path.write_bytes(bytes(serialized))
     return {
         "tensorrt": trt.__version__,
+        "loads_in": TRITON_IMAGE if same_release(trt.__version__) else None,
         "precision": precision,
         "max_batch": max_batch,
-        "calibration_images": 0 if calibration is None else len(calibration),
         "build_s": round(time.monotonic() - started, 1),
         "plan_bytes": plan_path.stat().st_size,
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.settings import ENV_VARS, Settings
+from trainer.tensorrt import TRITON_IMAGE
 
 Resource = dict[str, Any]
 
@@ -20,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = "darkroom-worker"
 TRITON = "triton"
-NGC_TRITON = "nvcr.io/nvidia/tritonserver:24.10-py3"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 
 
@@ -455,16 +455,13 @@ def test_triton_serves_the_variant_of_its_overlay(overlay: str, rendered: list[R
     assert models.get("readOnly") is True
     assert repository.startswith(models["mountPath"].rstrip("/") + "/") or "://" in repository
     gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+    assert c["image"] == TRITON_IMAGE, "both variants run the NGC image as it comes"
     if overlay == "gpu":
-        assert c["image"] == NGC_TRITON
         assert gpus == "1" and repository.endswith("/gpu")
         assert any(t["key"] == "nvidia.com/gpu" for t in spec.get("tolerations", []))
         assert spec.get("nodeSelector"), "GPU pods must land on GPU nodes"
     else:
         assert gpus is None and repository.endswith("/cpu")
-        assert not c["image"].startswith("nvcr.io/"), (
-            "the CPU variant needs onnxruntime: the triton-cpu image"
-        )
 
 
 def test_prometheus_scrapes_a_named_port_of_every_service(rendered: list[Resource]) -> None:

@@ -22,6 +22,7 @@ from trainer.export import (
     write_version,
 )
 from trainer.export import main as export_main
+from trainer.quantize import is_qdq
 from trainer.serving.tagger_backend import encode_tags, select_tags
 
 ONNX_TYPES = {onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.FLOAT: "TYPE_FP32"}
@@ -111,10 +112,8 @@ def test_select_tags_applies_per_tag_thresholds_sorted_by_score():
 def fake_plan_builder(calls: list):
     """Stands in for TensorRT where there is none: records the call and writes a placeholder plan."""
 
-    def build(onnx_path, plan_path, max_batch, precision, calibration):
-        calls.append(
-            {"onnx": onnx_path, "max_batch": max_batch, "precision": precision, "calibration": calibration}
-        )
+    def build(onnx_path, plan_path, max_batch, precision):
+        calls.append({"onnx": onnx_path, "max_batch": max_batch, "precision": precision})
         plan_path.write_bytes(b"plan built from " + onnx_path.name.encode())
         return {"precision": precision, "max_batch": max_batch}
 
@@ -208,9 +207,13 @@ def test_gpu_target_writes_the_plan_and_a_front_that_pins_the_same_version(
                           build_plan=fake_plan_builder(calls))  # fmt: skip
     plan_model = model_repo / "tagger_trt"
     assert front == model_repo / "tagger" / "2" and versions(plan_model) == [2]
-    assert (plan_model / "2" / "model.plan").read_bytes() == b"plan built from model.onnx"
+    # INT8 is built from the Q/DQ graph calibrated on the photos, kept beside the float graph
+    assert (plan_model / "2" / "model.plan").read_bytes() == b"plan built from model.qdq.onnx"
     [call] = calls
-    assert call["precision"] == "int8" and call["max_batch"] == 64 and call["calibration"] is real_images
+    assert call["precision"] == "int8" and call["max_batch"] == 64 and call["onnx"].name == "model.qdq.onnx"
+    assert is_qdq(front / "model.qdq.onnx") and not is_qdq(front / "model.onnx")
+    quantization = json.loads((front / "metadata.json").read_text())["quantization"]
+    assert quantization["calibration_images"] == len(real_images) and quantization["qdq_pairs"] > 0
     plan_config = read_model_config(plan_model / "config.pbtxt")
     num_tags = len(checkpoint["vocab"]["tags"])
     assert plan_config.platform == "tensorrt_plan"

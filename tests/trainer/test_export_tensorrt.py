@@ -85,3 +85,40 @@ def test_engine_io_equals_the_plan_config(trt, model_repo, checkpoint, photos):
     assert tuple(engine.get_tensor_shape("IMAGE")) == (-1, h, w, 3)
     assert tuple(engine.get_tensor_shape("SCORES")) == (-1, len(checkpoint["vocab"]["tags"]))
     assert tuple(engine.get_tensor_profile_shape("IMAGE", 0)[2]) == (64, h, w, 3)
+
+
+def test_int8_engine_from_the_qdq_graph_keeps_the_general_taggers_tags(trt, tmp_path):
+    """Explicit quantization end to end on real photos: the plan built from the Q/DQ graph (no calibrator)
+    computes what that graph computes in ONNX Runtime, and keeps the float model's tags (test_quantize.py's
+    tolerance)."""
+    pytest.importorskip("skimage", reason="the sample photos come from scikit-image (dev extra)")
+    from tests.trainer.test_quantize import MIN_MEAN_JACCARD, MIN_TOP_TAG_AGREEMENT
+    from trainer.general.model import general_checkpoint
+    from trainer.general.samples import calibration_photos, decode_for, sample_photos
+    from trainer.tensorrt import Engine, same_release
+
+    general = general_checkpoint()
+    front = write_version(
+        tmp_path, general, target="gpu", precision="int8", calibration=calibration_photos(general)
+    )
+    report = json.loads((front / "metadata.json").read_text())
+    assert report["tensorrt"]["precision"] == "int8" and report["quantization"]["qdq_pairs"] > 0
+    assert report["tensorrt"]["loads_in"] or not same_release(trt.__version__)
+    images = np.stack([decode_for(general, p) for p in sample_photos().values()])
+    got = Engine(tmp_path / "tagger_trt" / front.name / "model.plan")(images)
+    scores = {
+        kind: ort.InferenceSession(str(front / name), providers=["CPUExecutionProvider"]).run(
+            ["SCORES"], {"IMAGE": images}
+        )[0]
+        for kind, name in (("float", "model.onnx"), ("qdq", "model.qdq.onnx"))
+    }
+    tags, thresholds = general["vocab"]["tags"], np.asarray(general["thresholds"], np.float32)
+    want = [{t[0] for t in row} for row in select_tags(scores["float"], tags, thresholds)]
+    have = [{t[0] for t in row} for row in select_tags(got, tags, thresholds)]
+    jaccard = np.mean([len(a & b) / len(a | b) if a | b else 1.0 for a, b in zip(want, have, strict=True)])
+    top = np.mean(scores["float"].argmax(1) == got.argmax(1))
+    print(
+        f"\nINT8 plan vs FP32: mean Jaccard {jaccard:.3f}, top tag same {top:.3f}; "
+        f"max |plan - Q/DQ in ONNX Runtime| {np.abs(got - scores['qdq']).max():.3f}"
+    )
+    assert jaccard >= MIN_MEAN_JACCARD and top >= MIN_TOP_TAG_AGREEMENT

@@ -41,6 +41,33 @@ def sample_photos() -> dict[str, bytes]:
     return photos
 
 
+def calibration_photos(checkpoint: dict, crops_per_photo: int = 3, seed: int = 0) -> np.ndarray:
+    """Photos to calibrate INT8 on, none of them a sample photo as served: scikit-image's other colour
+    pictures, and random crops (half to four fifths of each side; every other one mirrored) of the sample
+    photos. Decoded like uploads for ``checkpoint`` (uint8 NHWC)."""
+    from skimage import data
+
+    arrays = [
+        getattr(data, n)() for n in ("hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
+    ]
+    rng = np.random.default_rng(seed)
+    for photo in sample_photos().values():
+        array = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
+        height, width = array.shape[:2]
+        for k in range(crops_per_photo):
+            scale = rng.uniform(0.5, 0.8)
+            h, w = int(height * scale), int(width * scale)
+            y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            crop = array[y : y + h, x : x + w]
+            arrays.append(np.ascontiguousarray(crop[:, ::-1] if k % 2 else crop))
+    encoded = []
+    for array in arrays:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, "PNG")
+        encoded.append(decode_for(checkpoint, buffer.getvalue()))
+    return np.stack(encoded)
+
+
 def decode_for(checkpoint: dict, photo: bytes) -> np.ndarray:
     """Decode ``photo`` exactly as the worker does for this checkpoint's input size (uint8 HWC)."""
     height, width = checkpoint["input_size"]

@@ -1,11 +1,13 @@
 """Triton Python-backend model ``tagger``: per-tag scores + this version's vocabulary and thresholds → TAGS.
 
-The exporter copies this file into each version folder as ``model.py``. Both repository variants use it:
+The exporter copies this file into each version folder as ``model.py``. Every repository variant uses it:
 
-* CPU variant: scores come from ONNX Runtime on the version's own ``model.onnx``.
-* GPU variant: the config parameter ``scores_model`` names a TensorRT-plan model (``tagger_trt``); scores
-  come from *the same version number* of that model through a BLS call, so a version of ``tagger`` always
-  pairs its thresholds and vocabulary with the weights exported beside them, never with "the latest plan".
+* CPU variant, Python backend (the embedded server): scores come from ONNX Runtime, in this process, on
+  the version's own ``model.onnx``.
+* CPU variant on Triton's ONNX Runtime backend, and the GPU variant: the config parameter ``scores_model``
+  names the model that computes scores (``tagger_onnx``, ``tagger_trt``); they come from *the same version
+  number* of that model through a BLS call, so a version of ``tagger`` always pairs its thresholds and
+  vocabulary with the weights exported beside them, never with "the latest scores model".
 
 The numeric code is in plain functions (``select_tags``, ``encode_tags``) that tests import without Triton.
 Every file this model reads lives in its own version folder, so scores, vocabulary and thresholds always
@@ -62,20 +64,20 @@ class OnnxScores:
         return self.session.run([SCORES], {INPUT: images})[0]
 
 
-class PlanScores:
-    """Scores from version ``version`` of the TensorRT-plan model ``model`` through BLS (GPU variant)."""
+class ModelScores:
+    """Scores from version ``version`` of the scores model ``model`` (ONNX Runtime backend or TensorRT
+    plan) through BLS."""
 
     def __init__(self, model: str, version: str) -> None:
-        import triton_python_backend_utils as pb_utils
-
-        self.pb = pb_utils
         self.model, self.version = model, int(version)
         # No call into the server from here: a BLS call made while the server is still loading its models
-        # aborted the stub (boost::interprocess::lock_exception, seen in CI). Until this version's plan is
-        # loaded, a request fails with an error that names it, and the worker retries it (never a dead letter).
+        # aborted the stub (boost::interprocess::lock_exception, seen in CI). Until this version's scores
+        # model is loaded, a request fails with an error that names it, and the worker retries it (never a
+        # dead letter).
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        pb = self.pb
+        import triton_python_backend_utils as pb
+
         request = pb.InferenceRequest(
             model_name=self.model,
             model_version=self.version,
@@ -100,7 +102,7 @@ class TritonPythonModel:
         with open(os.path.join(version_dir, "thresholds.json")) as fh:
             self.thresholds = np.asarray(json.load(fh)["thresholds"], dtype=np.float32)
         if params.get("scores_model"):
-            self.scores = PlanScores(params["scores_model"], args["model_version"])
+            self.scores = ModelScores(params["scores_model"], args["model_version"])
         else:
             self.scores = OnnxScores(version_dir, int(params.get("intra_op_threads", "0")))
 
