@@ -17,6 +17,7 @@ origin (stream/keepalive.py); only one whose response was read to its end is reu
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import os
@@ -222,6 +223,7 @@ class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
 
 def _connect(address: str, port: int, deadline: float) -> _DeadlineSocket:
     raw = socket.create_connection((address, port), max(0.001, deadline - time.monotonic()))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect does
     sock = _DeadlineSocket(raw.family, raw.type, raw.proto, raw.detach())
     _arm(sock, deadline)
     return sock
@@ -299,13 +301,21 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
             self.sock = _connect(self._route.address or "", self.port, self._deadline)
 
 
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """The client TLS context: the system's CAs, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (a site's internal
+    CA), which OpenSSL reads when the context is made; made once per value (loading CAs costs milliseconds)."""
+    context = ssl.create_default_context()
+    context.sslsocket_class = _DeadlineSSLSocket
+    return context
+
+
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a vetted address, or tunnelled through the proxy; SNI and the certificate check use the
     host name either way."""
 
     def __init__(self, route: _Route, deadline: float) -> None:
-        context = ssl.create_default_context()
-        context.sslsocket_class = _DeadlineSSLSocket
+        context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
         super().__init__(route.host, route.port, context=context)
         self._route = route
         self._deadline = deadline

@@ -174,12 +174,10 @@ class Origins:
         target = embedded_ipv4(addr) or addr  # where the packets go
         candidates = {addr, target}
         if target.is_unspecified or target.is_multicast:
-            return f"{addr} is not a unicast address"
+            return f"non-unicast address {addr}"
         if target in METADATA_ADDRESSES:
             exact = any(net.num_addresses == 1 and c in net for net in self.networks for c in candidates)
-            return (
-                None if exact else f"{addr} is a cloud metadata address (allowed only by its own /32 or /128)"
-            )
+            return None if exact else f"cloud metadata address {addr} (allowed only by its own /32 or /128)"
         if any(c in net for net in self.networks for c in candidates if c.version == net.version):
             return None
         if not refused_address(addr, allow_loopback):
