@@ -71,12 +71,13 @@ def make_ca(folder: Path, names: list[str]) -> tuple[Path, Path, Path]:
 
 
 class PhotoOrigin:
-    """An HTTP/1.1 keep-alive origin: ``/photo*.jpg`` is ``PHOTO`` with a Content-Length, ``/chunked-big``
+    """An HTTP/1.1 keep-alive origin: ``/photo*.jpg`` is ``PHOTO`` (or ``photos[path]``) with a Content-Length, ``/chunked-big``
     a chunked body of 1 MiB, ``/huge`` declares 1 TB, ``/missing.jpg`` is 404, ``/redirect?to=URL`` a 302.
     ``accepts`` counts the TCP connections it accepted."""
 
-    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None, photos: dict[str, bytes] | None = None) -> None:
         outer = self
+        self.photos = photos or {}  # other paths and their bytes (real photos for end-to-end tests)
         self.accepts = 0
         self.requests: list[str] = []
         self._lock = threading.Lock()
@@ -118,12 +119,13 @@ class PhotoOrigin:
         path, _, query = h.path.partition("?")
         if path.startswith("http"):  # an absolute-form request line: only a proxy should get one
             h.send_error(400)
-        elif path.startswith("/photo"):
+        elif path.startswith("/photo") or path in self.photos:
+            body = self.photos.get(path, PHOTO)
             h.send_response(200)
             h.send_header("Content-Type", "image/jpeg")
-            h.send_header("Content-Length", str(len(PHOTO)))
+            h.send_header("Content-Length", str(len(body)))
             h.end_headers()
-            h.wfile.write(PHOTO)
+            h.wfile.write(body)
         elif path == "/chunked-big":
             h.send_response(200)
             h.send_header("Transfer-Encoding", "chunked")
