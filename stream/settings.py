@@ -91,6 +91,12 @@ class Settings:
     fetch_attempts: int = field(default=3, metadata={"env": "DARKROOM_FETCH_ATTEMPTS"})
     #: development only: let ``http://`` uploads reach 127.0.0.0/8 and ::1 (never other private addresses)
     allow_loopback_http: bool = field(default=False, metadata={"env": "DARKROOM_ALLOW_LOOPBACK_HTTP"})
+    #: a site's own image origins that may be private, comma-separated: host names (``images.internal.example``,
+    #: ``*.internal.example``) may resolve to private addresses; CIDRs (``10.20.0.0/16``, ``fd00::/8``) admit
+    #: their addresses for any host; cloud metadata addresses only by their own /32 or /128 (stream/origins.py)
+    allowed_origins: str = field(default="", metadata={"env": "DARKROOM_ALLOWED_ORIGINS"})
+    #: seconds an idle ``http(s)`` connection is kept for the next fetch from the same origin; 0: no reuse
+    fetch_keepalive_s: float = field(default=4.0, metadata={"env": "DARKROOM_FETCH_KEEPALIVE_S"})
     #: the most frames an animation may have, counted before any is decoded (``too_many_frames``)
     max_frames: int = field(default=100, metadata={"env": "DARKROOM_MAX_FRAMES"})
     #: what one decode may take, seconds, from when a thread picks the photo up (``decode_timeout``)
@@ -159,6 +165,8 @@ class Settings:
                      "max_frames", "max_abandoned_decodes", "model_error_attempts"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
+        if self.fetch_keepalive_s < 0:
+            raise SettingsError(f"DARKROOM_FETCH_KEEPALIVE_S must be >= 0, got {self.fetch_keepalive_s}")
         if self.batch_window_s < 0:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
         for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s",

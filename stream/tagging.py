@@ -34,6 +34,7 @@ from stream.fetch import fetch
 from stream.inference import TaggerClient
 from stream.loading import decode_photo, read_and_decode_upload
 from stream.objectstore import S3Options
+from stream.origins import Origins
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class BatchTagger:
             settings.decode_threads, settings.decode_timeout_s, settings.max_abandoned_decodes
         )
         self.s3 = S3Options.from_settings(settings)
+        self.origins = Origins.from_settings(settings)  # allowed internal origins, proxies, keep-alive
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -197,7 +199,7 @@ class BatchTagger:
         for attempt in range(1, s.fetch_attempts + 1):
             call = loop.run_in_executor(
                 self.fetch_pool, fetch, upload.url, s.allowed_roots, s.max_image_bytes, s.fetch_timeout_s,
-                s.allow_loopback_http, self.s3,
+                s.allow_loopback_http, self.s3, self.origins,
             )  # fmt: skip
             try:  # fetch enforces its own deadline; this one only guards against a hung file system
                 return await asyncio.wait_for(call, s.fetch_timeout_s + 5.0)

@@ -8,6 +8,8 @@ generated answers (broken status lines, headers, redirects, chunk sizes) are wha
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 
 import orjson
@@ -19,6 +21,7 @@ from contracts.records import PermanentError, SourceUnavailable, parse_upload
 from contracts.tensors import ModelInput
 from stream.fetch import fetch
 from stream.loading import read_and_decode_upload
+from stream.origins import Origins, Proxy
 from stream.settings import Settings
 from tests.stream.scripted_http import ScriptedHTTP
 
@@ -97,6 +100,31 @@ def test_no_url_and_no_answer_makes_fetch_raise_anything_but_a_dead_letter_or_a_
         fetch(url, [root], 1000, 0.5, allow_loopback=True)
     except (PermanentError, SourceUnavailable):
         pass
+
+
+@settings(max_examples=1000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(url=URL, answer=ANSWER, keepalive_s=st.sampled_from([0.0, 30.0]))
+def test_through_a_proxy_and_on_kept_alive_connections_the_same_promise_holds(
+    server, every_name_is_the_stub, url, answer, keepalive_s
+):
+    """The stub is now also the proxy: a hostile host goes into its request line, which must stay one line."""
+    server.script = answer
+    proxy = Proxy("127.0.0.1", server.port)
+    policy = Origins(
+        networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        http_proxy=proxy,
+        https_proxy=proxy,
+        keepalive_s=keepalive_s,
+    )
+    seen = len(server.requests)
+    try:
+        fetch(url, [], 1000, 0.5, origins=policy)
+    except (PermanentError, SourceUnavailable):
+        pass
+    for head in server.requests[seen:]:
+        first, _, rest = head.partition(b"\r\n")
+        assert re.fullmatch(rb"(GET|CONNECT) [\x21-\x7e]+ HTTP/1\.1", first), head
+        assert b"\n" not in rest.replace(b"\r\n", b""), head
 
 
 @pytest.mark.parametrize(
