@@ -34,6 +34,8 @@ from stream.inference import TaggerClient
 from stream.loading import decode_photo, read_and_decode_upload
 from stream.objectstore import S3Options
 from stream.settings import Settings
+from stream.shadow import ShadowTagger
+from stream.tagrates import TagRates
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class BatchTagger:
             settings.decode_threads, settings.decode_timeout_s, settings.max_abandoned_decodes
         )
         self.s3 = S3Options.from_settings(settings)
+        self.shadow = ShadowTagger(settings, self.client)  # the live version and its shadow (docs/rollout.md)
+        self.tag_rates = TagRates()
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -142,7 +146,9 @@ class BatchTagger:
         step = max(1, model_input.max_batch_size)
         for start in range(0, len(good), step):
             chunk = good[start : start + step]
-            predictions = await self.client.predict(np.stack([image for _, (_, image) in chunk]))
+            images = np.stack([image for _, (_, image) in chunk])
+            predictions = await self.client.predict(images)
+            self.shadow.submit([upload for _, (upload, _) in chunk], images)  # never waits
             metrics.BATCH_SIZE.observe(len(chunk))
             tagged_at = now_rfc3339()
             for (event, (upload, _)), prediction in zip(chunk, predictions, strict=True):
@@ -150,6 +156,7 @@ class BatchTagger:
                     pending.append(await self._send_dead_letter(event, prediction))
                     continue
                 tags, version = prediction.tags, prediction.version
+                self.tag_rates.observe(version, tags)
                 value = tag_event(upload, tags, self.settings.model_name, version, tagged_at)
                 pending.append(await producer.send(topic, upload.photo_id.encode(), value, None, None, None))
                 metrics.observe_latency(upload.uploaded_at)

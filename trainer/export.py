@@ -33,6 +33,7 @@ from tritonclient.grpc import model_config_pb2
 
 from contracts.tensors import INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 from trainer.checkpoint import load_checkpoint, load_tagger
+from trainer.rollout import keep_rollout
 from trainer.serving import tagger_backend
 
 TARGETS = ("cpu", "gpu")
@@ -314,7 +315,8 @@ def write_version(
             )  # fmt: skip
             scores_model = plan_dir.name
         _write_version_files(staging, checkpoint, size, extra)  # type: ignore[arg-type]
-        _write_config(model_dir, model_config(name, "cpu", size, serving, scores_model=scores_model))  # type: ignore[arg-type]
+        front = model_config(name, "cpu", size, serving, scores_model=scores_model)  # type: ignore[arg-type]
+        _write_config(model_dir, keep_rollout(model_dir, front))  # under rollout control: a candidate
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -355,7 +357,10 @@ def _write_plan_version(
             onnx_path, staging / "model.plan", max_batch=serving.max_batch_size, precision=precision,
             calibration=calibration,
         )  # fmt: skip
-        _write_config(plan_dir, model_config(plan_dir.name, "gpu", size, serving, num_tags=num_tags))
+        text = model_config(plan_dir.name, "gpu", size, serving, num_tags=num_tags)
+        _write_config(
+            plan_dir, keep_rollout(plan_dir.with_name(plan_dir.name.removesuffix(PLAN_SUFFIX)), text)
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
