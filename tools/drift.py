@@ -7,7 +7,7 @@ z-score, ``(rate - median) / sigma`` with ``sigma = max(IQR / 1.349, sqrt(median
 the interquartile spread of the trailing band, but never below the binomial noise of the bucket itself, so a
 quiet band cannot turn counting noise into an alarm. A tag alarms when ``|z| > Z_THRESHOLD`` in a bucket of
 at least ``MIN_PHOTOS`` photos with at least ``MIN_TRAILING`` trailing buckets. A tag that stops firing
-(rate 0 against a band above 0) alarms the same way.
+alarms when it was expected ``SILENCED_MIN_EXPECTED`` times (the rules' DarkroomTagSilenced).
 """
 
 from __future__ import annotations
@@ -25,12 +25,18 @@ from stream.settings import Settings, SettingsError
 
 console = Console()
 
-#: |robust z| above which a tag's rate has left its trailing band (the Prometheus rules use the same)
-Z_THRESHOLD = 4.0
-#: trailing buckets a band needs before it can alarm
-MIN_TRAILING = 6
+#: |robust z| above which a tag's rate has left its trailing band (the Prometheus rules use the same). A day
+#: is about 24 x (vocabulary size) tests, 10,000 for the general tagger: at 4 a Gaussian tail alone would
+#: alarm about once every two days, and tag counts are skewed binomials with heavier upper tails; at 5, about
+#: once in half a year
+Z_THRESHOLD = 5.0
+#: trailing buckets a band needs before it can alarm (its median and quartiles are noisy below that)
+MIN_TRAILING = 12
 #: photos a bucket needs before its rates are judged
 MIN_PHOTOS = 50
+#: a tag that would have been expected this many times in a bucket (band median x photos) and was not seen
+#: once alarms as silenced, whatever its z (a Poisson count of mean 10 is 0 with probability 5e-5)
+SILENCED_MIN_EXPECTED = 10.0
 #: the Gaussian IQR: a normal distribution's interquartile range in standard deviations
 IQR_SIGMAS = 1.349
 
@@ -92,7 +98,8 @@ def drift_alarms(
         for tag in sorted(tags):
             rate = bucket.counts.get(tag, 0) / bucket.photos
             z, median = robust_z(rate, [b.counts.get(tag, 0) / b.photos for b in band], bucket.photos)
-            if abs(z) > threshold:
+            silenced = rate == 0.0 and median * bucket.photos >= SILENCED_MIN_EXPECTED
+            if abs(z) > threshold or silenced:
                 alarms.append(Alarm(tag, bucket.start, rate, median, z))
     return alarms
 
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             args.bootstrap or settings.kafka_bootstrap, [settings.tags_topic], args.hours * 3600, settings
         )[settings.tags_topic]
     except (ValueError, OSError, KafkaException, SettingsError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     parsed = [e for e in map(parse_tag_event, values) if e is not None]
     if not parsed:

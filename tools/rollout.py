@@ -199,9 +199,11 @@ def compare(
     live_version: str,
     shadow_version: str,
     fraction: float = 1.0,
+    until: float | None = None,
 ) -> Comparison:
     """Compare the two versions on the photos both tagged (the last event per photo and version counts:
-    redelivered events carry the same tags)."""
+    redelivered events carry the same tags). Live events tagged after ``until`` (POSIX seconds) are not
+    expected to have their shadow event yet, so they are left out of the comparison."""
     skipped = 0
     live: dict[str, TagEvent] = {}
     shadow: dict[str, TagEvent] = {}
@@ -212,7 +214,9 @@ def compare(
                 skipped += 1
             elif event.version == version:
                 into[event.photo_id] = event
-    selected = [pid for pid in live if in_shadow(pid, fraction)]
+    selected = [
+        pid for pid, e in live.items() if in_shadow(pid, fraction) and (until is None or e.tagged_at <= until)
+    ]
     pairs = [(live[pid], shadow[pid]) for pid in selected if pid in shadow]
     tags: dict[str, TagStats] = {}
     scored = []
@@ -461,8 +465,9 @@ def _compare_window(ctx: Context, args: argparse.Namespace, shadow_version: str)
     s = ctx.settings
     values = read_window(ctx.bootstrap, [s.tags_topic, s.shadow_tags_topic], args.minutes * 60, s)
     fraction = s.shadow_fraction if args.fraction is None else args.fraction
+    until = time.time() - args.settle
     return compare(
-        values[s.tags_topic], values[s.shadow_tags_topic], ctx.rollout.live, shadow_version, fraction
+        values[s.tags_topic], values[s.shadow_tags_topic], ctx.rollout.live, shadow_version, fraction, until
     )
 
 
@@ -556,6 +561,8 @@ def _common(parser: argparse.ArgumentParser, window: bool) -> None:
         parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: DARKROOM_KAFKA_BOOTSTRAP)")
         parser.add_argument("--minutes", type=float, default=60.0, help="the window: the last N minutes")
         parser.add_argument("--fraction", type=float, help="the workers' DARKROOM_SHADOW_FRACTION")
+        parser.add_argument("--settle", type=float, default=5.0, metavar="SECONDS",
+                            help="live events younger than this need no shadow event yet (default 5)")  # fmt: skip
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -599,7 +606,7 @@ def main(command: str, argv: list[str]) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, KafkaException, SettingsError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
 
 
