@@ -86,27 +86,22 @@ def test_shadow_compare_promote_and_rollback_on_the_real_stack(
         _wait_outcomes(reader, {p for p in published}, shadow={p for p in published}, timeout_s=150)
 
         out = tmp_path / "compare.json"
-        common = [
-            "--repo",
-            str(model_repo),
-            "--bootstrap",
-            stack.bootstrap,
-            "--log",
-            str(tmp_path / "log.jsonl"),
-        ]
+        repo = ["--repo", str(model_repo), "--log", str(tmp_path / "log.jsonl")]
+        common = [*repo, "--bootstrap", stack.bootstrap]
         assert rollout.compare_main([*common, "--minutes", "30", "--settle", "0", "--json", str(out)]) == 0
         report = json.loads(out.read_text())
 
         # Promote while uploads stream: none may be lost, each tagged by the version its event names.
         loose = ["--min-photos", "100", "--min-agreement", "0", "--max-rate-ratio", "1000", "--min-support",
                  "1000000", "--max-shadow-delay", "60", "--max-shadow-missing", "0.05"]  # fmt: skip
-        streaming = threading.Thread(target=publish, args=(DURING, "during", 0.05))
+        streaming = threading.Thread(target=publish, args=(DURING, "during", 0.1))
         streaming.start()
+        time.sleep(6.0)  # past promote's --settle (5 s): the shadowed uploads all count, some "during" too
         assert rollout.promote_main(["2", *common, "--minutes", "30", *loose]) == 0
         streaming.join()
         _wait_live(stack, "2")
         publish(AFTER, "promoted")
-        assert rollout.rollback_main([*common, "--reason", "test"]) == 0
+        assert rollout.rollback_main([*repo, "--reason", "test"]) == 0
         _wait_live(stack, "1")
         publish(AFTER, "rolled-back")
         _wait_outcomes(reader, set(published), shadow=set(), timeout_s=150)
