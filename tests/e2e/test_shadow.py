@@ -91,6 +91,9 @@ def test_shadow_compare_promote_and_rollback_on_the_real_stack(
         assert rollout.compare_main([*common, "--minutes", "30", "--settle", "0", "--json", str(out)]) == 0
         report = json.loads(out.read_text())
 
+        # With the default gates v2 is refused: it agrees with v1 on 40 % of tags per photo, its rates differ.
+        assert rollout.promote_main(["2", *common, "--minutes", "30"]) == 1
+
         # Promote while uploads stream: none may be lost, each tagged by the version its event names.
         loose = ["--min-photos", "100", "--min-agreement", "0", "--max-rate-ratio", "1000", "--min-support",
                  "1000000", "--max-shadow-delay", "60", "--max-shadow-missing", "0.05"]  # fmt: skip
@@ -160,9 +163,15 @@ def test_shadow_compare_promote_and_rollback_on_the_real_stack(
         assert s["shadow_rate"] == pytest.approx(expected[t]["shadow"] / SHADOWED)
 
     decisions = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert [d["action"] for d in decisions] == ["promote", "rollback"]
-    assert decisions[0]["decision"] == "promoted" and all(g["passed"] for g in decisions[0]["gates"])
-    assert decisions[1]["rollout"] == {"live": "1", "shadow": "", "previous": "2"}
+    assert [d["action"] for d in decisions] == ["promote", "promote", "rollback"]
+    refused = {g["name"] for g in decisions[0]["gates"] if not g["passed"]}
+    assert decisions[0]["decision"] == "refused" and "agreement (mean Jaccard)" in refused
+    assert (
+        decisions[0]["was"] == {"live": "1", "shadow": "2", "previous": ""} and "rollout" not in decisions[0]
+    )
+    assert decisions[1]["decision"] == "promoted" and all(g["passed"] for g in decisions[1]["gates"])
+    assert decisions[1]["rollout"] == {"live": "2", "shadow": "", "previous": "1"}
+    assert decisions[2]["rollout"] == {"live": "1", "shadow": "", "previous": "2"}
 
     triton_errors = [
         line
