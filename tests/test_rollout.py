@@ -178,3 +178,26 @@ def test_shadow_then_rollback_are_logged_with_the_state_before_and_after(tmp_pat
         records[1]["was"] == {"live": "2", "shadow": "", "previous": "1"}
         and records[1]["reason"] == "dog silenced"
     )
+
+
+def test_the_html_report_shows_thumbnails_only_of_photos_under_the_file_roots(tmp_path: Path) -> None:
+    from PIL import Image
+
+    inside, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    inside.mkdir()
+    outside.mkdir()
+    for folder in (inside, outside):
+        Image.new("RGB", (64, 48), "red").save(folder / "p.jpg")
+    live = [
+        event("a", "1", ["dog"], url=(inside / "p.jpg").as_uri()),
+        event("b", "1", ["dog"], url=(outside / "p.jpg").as_uri()),
+        event("c", "1", ["dog"], url="http://169.254.169.254/latest/<script>"),
+    ]
+    shadow = [event(pid, "2", ["cat"]) for pid in "abc"]
+    c = compare(live, shadow, "1", "2")
+    out = tmp_path / "report.html"
+    rollout.write_html(c, out, [inside])
+    text = out.read_text()
+    assert text.count("data:image/jpeg;base64,") == 1
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "only v1: dog" in text and "only v2: cat" in text
