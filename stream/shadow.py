@@ -1,10 +1,11 @@
 """Shadow tagging: a candidate model version tags the live stream beside the live one (docs/rollout.md).
 
 Which version is live and which one shadows it is state of the served model, written by ``darkroom shadow``,
-``promote`` and ``rollback`` into its ``config.pbtxt`` as parameters (contracts/rollout.py) next to a version policy that loads exactly those versions. The worker reads them from
-Triton (``get_model_config``) before its first request and every ``rollout_refresh_s``, so the same
-mechanism works wherever Triton polls the repository (``darkroom up``, the Kubernetes deployment). A model
-without these parameters is served as before: the worker names no version, Triton picks the newest loaded.
+``promote`` and ``rollback`` into its ``config.pbtxt`` as parameters (contracts/rollout.py), next to a
+version policy that loads exactly those versions. The worker reads them from Triton (``get_model_config``)
+before its first request and every ``rollout_refresh_s``, so the same mechanism works wherever Triton polls
+the repository (``darkroom up``, the Kubernetes deployment). A model without these parameters is served as
+before: the worker names no version, Triton picks the newest loaded.
 
 The shadow never delays or endangers the live path: the live batch hands its decoded images over without
 waiting (``ShadowTagger.submit``), a bounded queue drops the newest shadow work when full, a shadow request
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 SHADOW_PHOTOS = Counter(
     "darkroom_shadow_photos",
-    "Photos sent to the shadow version, by version and outcome (tagged, dropped, failed, timeout)",
+    "Photos for the shadow version, by version and outcome (tagged, dropped, failed, timeout, unpublished)",
     ["model_version", "outcome"],
 )
 SHADOW_LATENCY = Histogram(
