@@ -468,6 +468,8 @@ def _context(args: argparse.Namespace) -> Context:
 
 
 def _compare_window(ctx: Context, args: argparse.Namespace, shadow_version: str) -> Comparison:
+    if args.minutes <= 0 or args.settle < 0 or not (args.fraction is None or 0 <= args.fraction <= 1):
+        raise ValueError("--minutes must be > 0, --settle >= 0 and --fraction within 0..1")
     if not ctx.rollout.live:
         raise ValueError(
             f"{ctx.model_dir} is not under rollout control: start with `darkroom shadow VERSION`"
@@ -594,12 +596,38 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("version", help="the shadow version to make live")
         _common(p, window=True)
         g = Gates()
-        p.add_argument("--min-photos", type=int, default=g.min_photos)
-        p.add_argument("--min-agreement", type=float, default=g.min_agreement)
-        p.add_argument("--max-rate-ratio", type=float, default=g.max_rate_ratio)
-        p.add_argument("--min-support", type=int, default=g.min_support)
-        p.add_argument("--max-shadow-missing", type=float, default=g.max_shadow_missing)
-        p.add_argument("--max-shadow-delay", type=float, default=g.max_shadow_delay_s, metavar="SECONDS")
+        p.add_argument("--min-photos", type=int, default=g.min_photos, help="photos compared, at least")
+        p.add_argument(
+            "--min-agreement",
+            type=float,
+            default=g.min_agreement,
+            help="mean per-photo Jaccard of the tag sets, at least",
+        )
+        p.add_argument(
+            "--max-rate-ratio",
+            type=float,
+            default=g.max_rate_ratio,
+            help="per tag, (shadow + 1) / (live + 1) emissions within [1/R, R]",
+        )
+        p.add_argument(
+            "--min-support",
+            type=int,
+            default=g.min_support,
+            help="tags given this often by either version are checked for silencing and rate",
+        )
+        p.add_argument(
+            "--max-shadow-missing",
+            type=float,
+            default=g.max_shadow_missing,
+            help="share of selected photos without a shadow event, at most",
+        )
+        p.add_argument(
+            "--max-shadow-delay",
+            type=float,
+            default=g.max_shadow_delay_s,
+            metavar="SECONDS",
+            help="p99 of the shadow event's delay after the live one, at most",
+        )
         p.set_defaults(func=cmd_promote)
     else:
         _common(p, window=False)
