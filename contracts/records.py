@@ -184,9 +184,12 @@ def upload_value(
     )
 
 
-def tag_event(upload: Upload, tags: list[tuple], model: str, model_version: str, tagged_at: str) -> bytes:
-    """The ``photo-tags`` value. Tags arrive sorted by score and already above the model's thresholds, as
-    ``(tag, score)`` or ``(tag, score, id)`` (a stable tag id where the vocabulary has one)."""
+def tag_event(
+    upload: Upload, tags: list[tuple], model: str, model_version: str, tagged_at: str, shadow: bool = False
+) -> bytes:
+    """The ``photo-tags`` value (``shadow``: the ``photo-tags-shadow`` value, the same plus ``"shadow": true``).
+    Tags arrive sorted by score and already above the model's thresholds, as ``(tag, score)`` or
+    ``(tag, score, id)`` (a stable tag id where the vocabulary has one)."""
     return orjson.dumps(
         {
             "photo_id": upload.photo_id,
@@ -196,6 +199,7 @@ def tag_event(upload: Upload, tags: list[tuple], model: str, model_version: str,
             "url": upload.url,  # an index keeps the URL of the very event whose tags it keeps
             "uploaded_at": upload.uploaded_at,
             "tagged_at": tagged_at,
+            **({"shadow": True} if shadow else {}),
         }
     )
 

@@ -8,3 +8,6 @@ UPLOADS = "photo-uploads"
 TAGS = "photo-tags"
 #: bad input with a reason code and the original value (schemas/photo-uploads-dlq.schema.json)
 DLQ = "photo-uploads-dlq"
+#: a candidate (shadow) model version's tag events: photo-tags' schema plus ``"shadow": true``; never indexed
+#: (schemas/photo-tags-shadow.schema.json, docs/rollout.md)
+SHADOW_TAGS = "photo-tags-shadow"

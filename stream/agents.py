@@ -61,7 +61,10 @@ def attach_agents(app: faust.App, topics: AppTopics, settings: Settings) -> None
 
     @app.task
     async def connect_triton() -> None:
-        tagger.model_input = await tagger.client.wait_ready()
+        model_input = await tagger.client.wait_ready()
+        await tagger.shadow.refresh()  # the live version is known before the first request
+        tagger.model_input = model_input
         log.info("model %s ready, input %s", settings.model_name, tagger.model_input)
+        await asyncio.gather(tagger.shadow.watch(), tagger.shadow.run(lambda: app.producer))
 
     attach_health(app, tagger)

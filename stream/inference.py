@@ -112,6 +112,9 @@ class TaggerClient:
         self.model_error_attempts = model_error_attempts
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
         self.retries = 0
+        #: the version every request asks for ("": Triton's choice, the newest loaded); read at each attempt,
+        #: so a promotion (stream/shadow.py RolloutWatcher) applies to the next try of a waiting request too
+        self.version = ""
 
     async def close(self) -> None:
         await self._client.close()
@@ -206,12 +209,22 @@ class TaggerClient:
         metrics.RETRIES.labels(target).inc()
         log.warning("Triton call failed (%s); retry in %.1fs", reason[:300], delay)
 
-    async def _infer_once(self, images: np.ndarray) -> grpcclient.InferResult:
+    async def predict_once(self, images: np.ndarray, version: str) -> list[Prediction]:
+        """One request to ``version``, no retry (the shadow's way: failures are counted, not retried);
+        InferenceServerException or ModelAnswerError when it fails."""
+        return parse_answer(await self._infer_once(images, version), len(images))
+
+    async def model_config(self) -> dict:
+        """The served model's config as Triton's JSON (the rollout's live and shadow versions are in it)."""
+        return (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+
+    async def _infer_once(self, images: np.ndarray, version: str | None = None) -> grpcclient.InferResult:
         inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")
         inp.set_data_from_numpy(images)
         return await self._client.infer(
             self.model_name,
             [inp],
+            model_version=self.version if version is None else version,
             outputs=[grpcclient.InferRequestedOutput(TAGS_OUTPUT)],
             client_timeout=self.timeout_s,
         )

@@ -63,6 +63,8 @@ class Settings:
     tags_topic: str = field(default=topics.TAGS, metadata={"env": "DARKROOM_TAGS_TOPIC"})
     #: the dead-letter topic: bad input, with a reason code and the original value
     dlq_topic: str = field(default=topics.DLQ, metadata={"env": "DARKROOM_DLQ_TOPIC"})
+    #: the topic of a shadow (candidate) model version's tag events, never indexed (docs/rollout.md)
+    shadow_tags_topic: str = field(default=topics.SHADOW_TAGS, metadata={"env": "DARKROOM_SHADOW_TAGS_TOPIC"})
     #: the workers' consumer group
     group_id: str = field(default="darkroom-tagger", metadata={"env": "DARKROOM_GROUP_ID"})
     #: Triton's gRPC endpoint, host:port
@@ -137,6 +139,15 @@ class Settings:
     rebalance_grace_s: float = field(default=5.0, metadata={"env": "DARKROOM_REBALANCE_GRACE_S"})
     #: how long the group waits for members to rejoin during a rebalance (Kafka's rebalance timeout)
     rebalance_timeout_s: float = field(default=60.0, metadata={"env": "DARKROOM_REBALANCE_TIMEOUT_S"})
+    #: share of uploads (0..1, chosen by photo_id) also tagged by the shadow version, when the model's config
+    #: names one (docs/rollout.md)
+    shadow_fraction: float = field(default=1.0, metadata={"env": "DARKROOM_SHADOW_FRACTION"})
+    #: Triton requests waiting for the shadow version; past this the newest is dropped (counted), never the live
+    shadow_queue: int = field(default=8, metadata={"env": "DARKROOM_SHADOW_QUEUE"})
+    #: what one shadow request may take; a late or failed one is counted and dropped, never retried, seconds
+    shadow_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_SHADOW_TIMEOUT_S"})
+    #: how often the worker reads the live and shadow versions from the model's config in Triton, seconds
+    rollout_refresh_s: float = field(default=2.0, metadata={"env": "DARKROOM_ROLLOUT_REFRESH_S"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -162,15 +173,17 @@ class Settings:
         if not 1 <= self.web_port <= 65535:
             raise SettingsError(f"DARKROOM_WEB_PORT must be 1..65535, got {self.web_port}")
         for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",
-                     "max_frames", "max_abandoned_decodes", "model_error_attempts"):  # fmt: skip
+                     "max_frames", "max_abandoned_decodes", "model_error_attempts", "shadow_queue"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.fetch_keepalive_s < 0:
             raise SettingsError(f"DARKROOM_FETCH_KEEPALIVE_S must be >= 0, got {self.fetch_keepalive_s}")
+        if not 0.0 <= self.shadow_fraction <= 1.0:
+            raise SettingsError(f"DARKROOM_SHADOW_FRACTION must be within 0..1, got {self.shadow_fraction}")
         if self.batch_window_s < 0:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
         for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s",
-                     "rebalance_grace_s", "rebalance_timeout_s"):  # fmt: skip
+                     "rebalance_grace_s", "rebalance_timeout_s", "shadow_timeout_s", "rollout_refresh_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
         if (

@@ -36,6 +36,8 @@ from stream.loading import decode_photo, read_and_decode_upload
 from stream.objectstore import S3Options
 from stream.origins import Origins
 from stream.settings import Settings
+from stream.shadow import ShadowTagger
+from stream.tagrates import TagRates
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class BatchTagger:
         )
         self.s3 = S3Options.from_settings(settings)
         self.origins = Origins.from_settings(settings)  # allowed internal origins, proxies, keep-alive
+        self.shadow = ShadowTagger(settings, self.client)  # the live version and its shadow (docs/rollout.md)
+        self.tag_rates = TagRates()
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -145,7 +149,9 @@ class BatchTagger:
         step = max(1, model_input.max_batch_size)
         for start in range(0, len(good), step):
             chunk = good[start : start + step]
-            predictions = await self.client.predict(np.stack([image for _, (_, image) in chunk]))
+            images = np.stack([image for _, (_, image) in chunk])
+            predictions = await self.client.predict(images)
+            self.shadow.submit([upload for _, (upload, _) in chunk], images)  # never waits
             metrics.BATCH_SIZE.observe(len(chunk))
             tagged_at = now_rfc3339()
             for (event, (upload, _)), prediction in zip(chunk, predictions, strict=True):
@@ -154,6 +160,7 @@ class BatchTagger:
                     continue
                 tags, version = prediction.tags, prediction.version
                 metrics.observe_model_version(self.settings.model_name, version)
+                self.tag_rates.observe(version, tags)
                 value = tag_event(upload, tags, self.settings.model_name, version, tagged_at)
                 headers = upload_span(event).headers()  # the upload's trace, continued by the worker's span
                 pending.append(

@@ -267,6 +267,11 @@ PASSTHROUGH = {
     "search": ("search.cli", "search_main", "search the index"),
     "backfill": ("search.backfill", "main", "re-publish uploads of an existing archive"),
     "bench": ("tools.bench.cli", "main", "measure offline, streaming and naive throughput and latency"),
+    "shadow": ("tools.rollout", "shadow_main", "let a candidate model version shadow the live one"),
+    "compare": ("tools.rollout", "compare_main", "compare the shadow version's tags with the live one's"),
+    "promote": ("tools.rollout", "promote_main", "make the shadow version live if it passes the gates"),
+    "rollback": ("tools.rollout", "rollback_main", "make the previous model version live again"),
+    "drift": ("tools.drift", "main", "flag tags whose rate left their trailing band"),
 }
 
 

@@ -39,6 +39,7 @@ from tritonclient.grpc import model_config_pb2
 from contracts.helpformat import DefaultsHelpFormatter
 from contracts.tensors import INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 from trainer.checkpoint import load_checkpoint, load_tagger
+from trainer.rollout import keep_rollout
 from trainer.serving import tagger_backend
 
 TARGETS = ("cpu", "gpu")
@@ -344,7 +345,8 @@ def write_version(
             _write_onnx_version(onnx_dir, version, onnx_path, checkpoint, size, serving)  # type: ignore[arg-type]
             scores_model = onnx_dir.name
         _write_version_files(staging, checkpoint, size, extra)  # type: ignore[arg-type]
-        _write_config(model_dir, model_config(name, "cpu", size, serving, scores_model=scores_model))  # type: ignore[arg-type]
+        front = model_config(name, "cpu", size, serving, scores_model=scores_model)  # type: ignore[arg-type]
+        _write_config(model_dir, keep_rollout(model_dir, front))  # under rollout control: a candidate
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -390,7 +392,7 @@ def _write_onnx_version(
     try:
         os.replace(onnx_path, staging / "model.onnx")
         config = model_config(onnx_dir.name, "onnxruntime", size, serving, num_tags=num_tags)
-        _write_config(onnx_dir, config)
+        _write_config(onnx_dir, keep_rollout(onnx_dir.with_name(onnx_dir.name.removesuffix(ONNX_SUFFIX)), config))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -421,7 +423,10 @@ def _write_plan_version(
         report = build_plan(
             onnx_path, staging / "model.plan", max_batch=serving.max_batch_size, precision=precision
         )
-        _write_config(plan_dir, model_config(plan_dir.name, "gpu", size, serving, num_tags=num_tags))
+        text = model_config(plan_dir.name, "gpu", size, serving, num_tags=num_tags)
+        _write_config(
+            plan_dir, keep_rollout(plan_dir.with_name(plan_dir.name.removesuffix(PLAN_SUFFIX)), text)
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
