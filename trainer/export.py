@@ -392,7 +392,9 @@ def _write_onnx_version(
     try:
         os.replace(onnx_path, staging / "model.onnx")
         config = model_config(onnx_dir.name, "onnxruntime", size, serving, num_tags=num_tags)
-        _write_config(onnx_dir, keep_rollout(onnx_dir.with_name(onnx_dir.name.removesuffix(ONNX_SUFFIX)), config))
+        _write_config(
+            onnx_dir, keep_rollout(onnx_dir.with_name(onnx_dir.name.removesuffix(ONNX_SUFFIX)), config)
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
