@@ -181,7 +181,8 @@ def bench_offline(
     cannot avoid spending."""
     cores = os.cpu_count() or 1
     sample_paths = paths[: min(len(paths), sample if not quick else max(20, sample // 2))]
-    grid = [OfflineConfig(b, d, t) for b in batches for d in range(1, cores + 2) for t in (1, 2)]
+    threads = sorted({1, cores}) if quick else range(1, cores + 2)
+    grid = [OfflineConfig(b, d, t) for b in batches for d in threads for t in (1, 2)]
     results = []
     for cfg in track(grid, description="offline sweep, 1 process", console=console):
         results.append((cfg, offline_rate(sample_paths, onnx_path, size, cfg)[0]))
@@ -191,7 +192,7 @@ def bench_offline(
     multi = [
         OfflineConfig(best.batch, d, best.ort_threads, n)
         for n in range(2, min(cores, 4) + 1)
-        for d in sorted({1, best.decode_threads})
+        for d in sorted({1, best.decode_threads} if not quick else {1})
     ]
     results_multi = [(best, one)]
     for cfg in track(multi, description="offline sweep, processes", console=console, disable=not multi):
