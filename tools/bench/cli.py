@@ -122,13 +122,18 @@ def bench_model(model: BenchModel, paths: list[Path], run_dir: Path, args: argpa
 
 
 def run(args: argparse.Namespace) -> dict:
+    started = time.monotonic()
     run_dir = args.run_dir.resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
     models = [load_model(name, args.checkpoint, args.workdir, args.quick) for name in args.models]
     if args.photos:
         models = [BenchModel(m.name, m.checkpoint, m.plan.limited(args.photos), m.bound_ms) for m in models]
     paths = build_workload(args.workdir / "bench-photos", max(m.plan.photos for m in models))
-    per_model = {m.name: bench_model(m, paths, run_dir / m.name, args) for m in models}
+    per_model, elapsed = {}, {"setup": round(time.monotonic() - started)}
+    for m in models:
+        begun = time.monotonic()
+        per_model[m.name] = bench_model(m, paths, run_dir / m.name, args)
+        elapsed[m.name] = round(time.monotonic() - begun)
     results: dict = {
         "mode": "quick" if args.quick else "full",
         "photos": len(paths),
@@ -150,12 +155,12 @@ def run(args: argparse.Namespace) -> dict:
     results["details"] = per_model
     if not args.quick and "small" in per_model:
         console.rule("scaling: workers and partitions (small model)")
-        small = next(m for m in models if m.name == "small")
         results["scaling"] = bench_scaling(
             paths[: min(1000, len(paths))], run_dir / "small" / "triton_models", run_dir / "scaling",
             {"DARKROOM_DECODE_THREADS": str(args.decode_threads)},
         )  # fmt: skip
-        del small
+        elapsed["scaling"] = round(time.monotonic() - started - sum(elapsed.values()))
+    results["elapsed_s"] = {**elapsed, "total": round(time.monotonic() - started)}
     results["machine"] = machine()
     results["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return results

@@ -211,7 +211,9 @@ def write_results(results: dict, out: Path) -> None:
         f"{results['mode']} run at {results['at']}: {results['photos']} photos ({results['megapixels']:.0f} MP), "
         f"{m['cores']} cores ({m['cpu']}), {results['workers']} worker(s) on {results['partitions']} partitions; "
         f"Triton: {serving['intra_op_threads']} ONNX Runtime thread(s), dynamic batching max queue delay "
-        f"{serving['max_queue_delay_us']} µs. Method and reading: docs/performance.md.",
+        f"{serving['max_queue_delay_us']} µs; took {results['elapsed_s']['total']} s "
+        f"({', '.join(f'{k} {v} s' for k, v in results['elapsed_s'].items() if k != 'total')}). "
+        "Method and reading: docs/performance.md.",
         "",
         *_goals(results),
         "![throughput and CPU](latest.png)",
