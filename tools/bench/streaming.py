@@ -104,7 +104,7 @@ def bench_stream(
             server = Server(load, collector, paths, plan.trial_s, plan.trial_min_photos)
             curve = latency_curve(server, ceiling)
             search = server_search(
-                server, ceiling, bound_ms, curve, top=stream_rate / ceiling, steps=plan.search_steps
+                server, ceiling, bound_ms, curve, top=min(1.0, stream_rate / ceiling), steps=plan.search_steps
             )
         finally:
             load.close()
