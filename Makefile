@@ -29,7 +29,7 @@ test-fast: install
 model: install
 	$(BIN)/darkroom model
 
-bench: install            # the full benchmark: 2,000 photos, ~5 minutes; results in bench/results/
+bench: install            # the full benchmark: both models, server scenario, scaling; ≤ 12 minutes on 2 quiet cores; results in bench/results/
 	$(BIN)/darkroom bench
 
 bench-quick: install      # a small run that keeps the command working (what CI runs)

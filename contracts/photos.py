@@ -12,12 +12,30 @@ import io
 import struct
 
 import numpy as np
-from PIL import Image, ImageOps
+import simplejpeg
+from PIL import ExifTags, Image, ImageOps
 
 from contracts.records import ErrorCode, PermanentError
 
 #: Formats accepted, identified by Pillow from the content (never from the file name).
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
+
+#: JPEG modes libjpeg-turbo (``simplejpeg``) decodes here; CMYK/YCCK (Adobe's inverted ink) stay with Pillow.
+TURBO_MODES = frozenset({"RGB", "L"})
+#: JPEGs are decoded with DCT scaling to at least this many times the model's size, then resized (an
+#: antialiased bilinear), by the same power-of-two factor on both paths: the turbo path's pixels are
+#: Pillow's. (1 would save ~25 % of the decode CPU at 224 px, at twice the error against a full decode.)
+SCALE_HEADROOM = 2
+#: EXIF orientation → the transpose that makes the photo upright (as ``ImageOps.exif_transpose``).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def decode(
@@ -26,8 +44,12 @@ def decode(
     """Decode image bytes to an RGB uint8 array of ``size`` = (width, height), as the model expects.
 
     The pixel and frame caps are checked from the header before any pixel is decoded; animations give
-    their first frame. JPEG is decoded in draft mode (DCT scaling) straight to at least twice the target
-    size, which is several times faster than a full decode and loses nothing the model can see.
+    their first frame. JPEG is decoded with DCT scaling straight to about the target size, which is
+    several times faster than a full decode and loses nothing the model can see: RGB and gray JPEGs by
+    libjpeg-turbo (``simplejpeg``: it releases the GIL for the whole decode and scales by eighths, to at
+    least ``SCALE_HEADROOM`` times the size), the rest, and any JPEG libjpeg-turbo finds damaged, by
+    Pillow's draft mode (powers of two, to at least twice the size), so that Pillow, the reference,
+    decides what is rejected.
 
     Memory: the decoded frame plus at most one full-size copy (a transposed frame, or the RGB one alpha is
     composited into), which ``DECODE_BYTES_PER_PIXEL`` in stream/settings.py budgets; gray and 16-bit
@@ -41,8 +63,12 @@ def decode(
                 ErrorCode.TOO_MANY_PIXELS, f"{img.width}x{img.height} is over {max_pixels} pixels"
             )
         _check_frames(img, data, max_frames)
+        if img.format == "JPEG" and img.mode in TURBO_MODES:
+            turbo = _decode_turbo(img, data, size)
+            if turbo is not None:
+                return turbo
         if img.format == "JPEG":
-            img.draft("RGB", (size[0] * 2, size[1] * 2))
+            img.draft("RGB", (size[0] * 2, size[1] * 2))  # Pillow scales by powers of two only
         ImageOps.exif_transpose(img, in_place=True)  # transposed, tag removed: applied exactly once
         img = _opaque(img)
         # Pillow's reduce(), which reducing_gap uses, has no 16-bit gray: those are resized in one step
@@ -59,6 +85,25 @@ def decode(
         raise PermanentError(ErrorCode.TOO_MANY_PIXELS, str(exc)) from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise PermanentError(ErrorCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
+
+
+def _decode_turbo(img: Image.Image, data: bytes | bytearray, size: tuple[int, int]) -> np.ndarray | None:
+    """An RGB or gray JPEG through libjpeg-turbo with DCT scaling, then EXIF orientation and the resize as
+    in Pillow's path; None when libjpeg-turbo finds the data damaged (Pillow decides then)."""
+    method = _TRANSPOSE.get(img.getexif().get(ExifTags.Base.Orientation, 1))  # as exif_transpose reads it
+    # DCT scaling by the largest power of two that keeps both sides at SCALE_HEADROOM x the target or more,
+    # as Pillow's draft picks it (libjpeg-turbo's other eighths alias more), asked for as the scaled size.
+    fit = min(img.width // (size[0] * SCALE_HEADROOM), img.height // (size[1] * SCALE_HEADROOM))
+    scale = next(s for s in (8, 4, 2, 1) if s <= max(1, fit))
+    width, height = -(-img.width // scale), -(-img.height // scale)
+    try:
+        pixels = simplejpeg.decode_jpeg(data, "rgb", min_width=width, min_height=height)
+    except ValueError:  # strict: truncated, corrupt or unsupported data, even what libjpeg would only warn of
+        return None
+    frame = Image.fromarray(pixels)
+    if method is not None:
+        frame = frame.transpose(method)
+    return np.asarray(frame.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
 
 
 def _check_frames(img: Image.Image, data: bytes | bytearray, max_frames: int) -> None:

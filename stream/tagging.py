@@ -29,7 +29,7 @@ from contracts.tracecontext import TraceContext, dead_letter_headers, record_spa
 from stream import metrics
 from stream.app import AppTopics
 from stream.budget import ByteBudget
-from stream.decodepool import DecodePool
+from stream.decodepool import DecodePool, name_os_thread
 from stream.fetch import fetch
 from stream.inference import TaggerClient
 from stream.loading import decode_photo, read_and_decode_upload
@@ -60,7 +60,12 @@ class BatchTagger:
             settings.triton_timeout_s,
             settings.model_error_attempts,
         )
-        self.fetch_pool = ThreadPoolExecutor(max(4, settings.batch_size), thread_name_prefix="fetch")
+        self.fetch_pool = ThreadPoolExecutor(
+            max(4, settings.batch_size),
+            thread_name_prefix="fetch",
+            initializer=name_os_thread,
+            initargs=("fetch",),
+        )
         self.fetch_budget = ByteBudget(settings.fetch_budget_bytes)  # fetched bytes wait here, not in RAM
         self.decoder = DecodePool(
             settings.decode_threads, settings.decode_timeout_s, settings.max_abandoned_decodes

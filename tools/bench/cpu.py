@@ -72,3 +72,49 @@ class CpuMeter:
         out["cores_busy"] = round(sum(spent.values()) / wall, 2)
         out["host_steal"] = self.steal_share()
         return out
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each live thread of ``pid`` with its name: ``main`` for the main thread (the worker's
+    event loop), else the kernel's ``comm`` (the worker names its decode and fetch threads)."""
+    out = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for task in tasks:
+        try:
+            name = "main" if int(task.name) == pid else (task / "comm").read_text().strip()
+            out[int(task.name)] = (name, stat_cpu_s(task / "stat"))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+    return out
+
+
+def thread_group(name: str) -> str:
+    """The stage a worker thread belongs to, from its name."""
+    if name == "main":
+        return "event loop"
+    for prefix, group in (("decode", "decode threads"), ("fetch", "fetch threads")):
+        if name.startswith(prefix):
+            return group
+    if name in ("python", "python3"):
+        return "other Python threads (Faust's consumer thread)"
+    return "native threads (gRPC, …)"
+
+
+class ThreadMeter:
+    """Milliseconds of CPU per photo by stage (``thread_group``) over the threads of several processes."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.before = {pid: thread_cpu(pid) for pid in pids}
+
+    def per_photo_ms(self, photos: int) -> dict[str, float]:
+        groups: dict[str, float] = {}
+        for pid in self.pids:
+            before = self.before[pid]
+            for tid, (name, sec) in thread_cpu(pid).items():
+                spent = sec - before.get(tid, (name, 0.0))[1]
+                groups[thread_group(name)] = groups.get(thread_group(name), 0.0) + spent
+        return {k: round(1000 * v / photos, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}

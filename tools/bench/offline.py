@@ -23,8 +23,10 @@ console = Console(stderr=True)
 
 
 def bench_decode(paths: list[Path], size: tuple[int, int]) -> dict:
-    """Source megapixels per second for Pillow full decode (+ resize) and the worker's draft decode."""
-    from PIL import Image
+    """One thread, source megapixels per second: Pillow full decode (+ resize), Pillow's draft decode (the
+    worker's decode before libjpeg-turbo) and the worker's decode (``contracts.photos.decode``); and the
+    worker's decode in two threads (a decoder that holds the GIL does not scale)."""
+    from PIL import Image, ImageOps
 
     from contracts.photos import decode
 
@@ -35,18 +37,32 @@ def bench_decode(paths: list[Path], size: tuple[int, int]) -> dict:
         with Image.open(io.BytesIO(data)) as img:
             img.convert("RGB").resize(size, Image.Resampling.BILINEAR)
 
-    def draft(data: bytes) -> None:
+    def draft(data: bytes) -> None:  # the worker's decode as it was: Pillow's draft mode
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (size[0] * 2, size[1] * 2))
+            ImageOps.exif_transpose(img, in_place=True)
+            img.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+    def worker(data: bytes) -> None:
         decode(data, size, 100_000_000)
 
-    out = {}
-    for name, fn in (("full", full), ("draft", draft)):
-        started = time.perf_counter()
+    out: dict = {}
+    for name, fn in (("full", full), ("draft", draft), ("worker", worker)):
+        fn(blobs[0])
+        started, cpu = time.perf_counter(), time.process_time()
         for data in blobs:
             fn(data)
         seconds = time.perf_counter() - started
         out[f"{name}_mp_s"] = round(mp / seconds, 1)
         out[f"{name}_img_s"] = round(len(blobs) / seconds, 1)
+        out[f"{name}_cpu_ms"] = round(1000 * (time.process_time() - cpu) / len(blobs), 3)
+    for name, fn in (("draft", draft), ("worker", worker)):
+        with ThreadPoolExecutor(2) as pool:
+            started = time.perf_counter()
+            list(pool.map(fn, blobs))
+            out[f"{name}_2threads_img_s"] = round(len(blobs) / (time.perf_counter() - started), 1)
     out["draft_speedup"] = round(out["draft_mp_s"] / out["full_mp_s"], 2)
+    out["worker_speedup"] = round(out["worker_mp_s"] / out["full_mp_s"], 2)
     return out
 
 
@@ -60,10 +76,11 @@ class OfflineConfig:
 
 def offline_span(
     paths: list[Path], onnx_path: Path, size: tuple[int, int], cfg: OfflineConfig, barrier: object = None
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """Fetch + decode (thread pool) + ONNX Runtime over ``paths`` in this process, decode overlapping
-    inference: (start, end) wall-clock times and CPU seconds of the run. With ``barrier``, it starts when
-    every process of a multi-process run is ready."""
+    inference: (start, end) wall-clock times, CPU seconds of the run and CPU seconds of its fetch + decode
+    alone (the decode threads' own clocks). With ``barrier``, it starts when every process of a
+    multi-process run is ready."""
     import onnxruntime as ort
 
     from contracts.tensors import ModelInput
@@ -81,9 +98,14 @@ def offline_span(
     settings = Settings(file_roots=str(paths[0].parent.resolve()))
     model_input = ModelInput(width=size[0], height=size[1], max_batch_size=batch)
 
+    decode_cpu: list[float] = []  # list.append is atomic: the decode threads add their own CPU time
+
     def load(path: Path) -> np.ndarray:
+        cpu = time.thread_time()
         upload = Upload(photo_id=path.stem, url=path.resolve().as_uri(), uploaded_at="2026-01-01T00:00:00Z")
-        return read_and_decode_upload(upload, settings, model_input)[1]
+        image = read_and_decode_upload(upload, settings, model_input)[1]
+        decode_cpu.append(time.thread_time() - cpu)
+        return image
 
     session.run([SCORES_OUTPUT], {INPUT_NAME: np.zeros((batch, size[1], size[0], 3), np.uint8)})  # warm-up
     if barrier is not None:
@@ -97,7 +119,7 @@ def offline_span(
             if i + 2 < len(chunks):
                 pending.append(pool.submit(lambda c=chunks[i + 2]: np.stack([load(p) for p in c])))
             session.run([SCORES_OUTPUT], {INPUT_NAME: images})
-    return started, time.time(), time.process_time() - cpu
+    return started, time.time(), time.process_time() - cpu, sum(decode_cpu)
 
 
 def _offline_share(
@@ -113,12 +135,13 @@ def _offline_share(
 
 def offline_rate(
     paths: list[Path], onnx_path: Path, size: tuple[int, int], cfg: OfflineConfig
-) -> tuple[float, float, float]:
-    """Images/s, CPU seconds and wall seconds of ``cfg.processes`` processes tagging ``paths`` between
-    them (each its own share, all started together), from the first start to the last end."""
+) -> tuple[float, float, float, float]:
+    """Images/s, CPU seconds, wall seconds and fetch + decode CPU seconds of ``cfg.processes`` processes
+    tagging ``paths`` between them (each its own share, all started together), from the first start to the
+    last end."""
     if cfg.processes == 1:
-        start, end, cpu = offline_span(paths, onnx_path, size, cfg)
-        return len(paths) / (end - start), cpu, end - start
+        start, end, cpu, decode_cpu = offline_span(paths, onnx_path, size, cfg)
+        return len(paths) / (end - start), cpu, end - start, decode_cpu
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # not fork: this process holds threads (and maybe torch)
@@ -139,42 +162,52 @@ def offline_rate(
             if p.is_alive():
                 p.kill()
     start, end = min(s[0] for s in spans), max(s[1] for s in spans)
-    return len(paths) / (end - start), sum(s[2] for s in spans), end - start
+    return len(paths) / (end - start), sum(s[2] for s in spans), end - start, sum(s[3] for s in spans)
 
 
 def bench_offline(
-    paths: list[Path], onnx_path: Path, size: tuple[int, int], quick: bool, repeats: int = 1
+    paths: list[Path],
+    onnx_path: Path,
+    size: tuple[int, int],
+    quick: bool,
+    repeats: int = 1,
+    batches: tuple[int, ...] = (8, 16, 32),
+    sample: int = 120,
 ) -> dict:
     """The ceiling: the best configuration over a sweep on a sample, then its rate on the whole workload
-    (the median of ``repeats`` runs). Batch size, decode threads (up to one more than the cores: Pillow
-    holds the GIL part of each decode) and ONNX Runtime threads in one process first; then the best of
-    those in 2..cores processes (one GIL each), which is what several workers do."""
+    (the median of ``repeats`` runs). Batch size, decode threads (up to one more than the cores) and ONNX
+    Runtime threads in one process first; then the best of those in 2..cores processes (one GIL each),
+    which is what several workers do. Also the fetch + decode CPU per photo of those runs: what a worker
+    cannot avoid spending."""
     cores = os.cpu_count() or 1
-    sample = paths[: min(len(paths), 120 if not quick else 60)]
-    grid = [OfflineConfig(b, d, t) for b in (8, 16, 32) for d in range(1, cores + 2) for t in (1, 2)]
+    sample_paths = paths[: min(len(paths), sample if not quick else max(20, sample // 2))]
+    threads = sorted({1, cores}) if quick else range(1, cores + 2)
+    grid = [OfflineConfig(b, d, t) for b in batches for d in threads for t in (1, 2)]
     results = []
     for cfg in track(grid, description="offline sweep, 1 process", console=console):
-        results.append((cfg, offline_rate(sample, onnx_path, size, cfg)[0]))
+        results.append((cfg, offline_rate(sample_paths, onnx_path, size, cfg)[0]))
     best, _ = max(results, key=lambda r: r[1])
-    sample = paths[: min(len(paths), 2 * len(sample))]  # more photos: each process gets a share
-    one = offline_rate(sample, onnx_path, size, best)[0]
+    sample_paths = paths[: min(len(paths), 2 * len(sample_paths))]  # more photos: each process gets a share
+    one = offline_rate(sample_paths, onnx_path, size, best)[0]
     multi = [
         OfflineConfig(best.batch, d, best.ort_threads, n)
         for n in range(2, min(cores, 4) + 1)
-        for d in sorted({1, best.decode_threads})
+        for d in sorted({1, best.decode_threads} if not quick else {1})
     ]
     results_multi = [(best, one)]
     for cfg in track(multi, description="offline sweep, processes", console=console, disable=not multi):
-        results_multi.append((cfg, offline_rate(sample, onnx_path, size, cfg)[0]))
+        results_multi.append((cfg, offline_rate(sample_paths, onnx_path, size, cfg)[0]))
     best, _ = max(results_multi, key=lambda r: r[1])
     meter = CpuMeter({})
-    runs, cpu_s, wall_s = zip(
+    runs, cpu_s, wall_s, decode_s = zip(
         *(offline_rate(paths, onnx_path, size, best) for _ in range(repeats)), strict=True
     )
+    photos = len(paths) * repeats
     return {
         "img_s": round(float(np.median(runs)), 1),
         "runs_img_s": [round(r, 1) for r in runs],
-        "cpu_ms_per_photo": round(1000 * sum(cpu_s) / (len(paths) * repeats), 2),
+        "cpu_ms_per_photo": round(1000 * sum(cpu_s) / photos, 2),
+        "fetch_decode_cpu_ms_per_photo": round(1000 * sum(decode_s) / photos, 3),
         "cores_busy": round(sum(cpu_s) / sum(wall_s), 2),
         "host_steal": meter.steal_share(),
         "best": dataclasses.asdict(best),

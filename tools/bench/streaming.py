@@ -1,17 +1,19 @@
-"""Streaming through the embedded stack: bursts of uploads, and latency at a fixed load."""
+"""Streaming through the embedded stack, one model: the naive baseline on its broker first, then the workers:
+bursts of uploads (with CPU per process and per worker stage), the latency–throughput curve and the
+server scenario's search."""
 
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from contracts.records import upload_value
-from tools.bench.cpu import CpuMeter
+from tools.bench.cpu import CpuMeter, ThreadMeter
+from tools.bench.server import LoadGenerator, Server, latency_curve, server_search
 from tools.bench.workload import Plan
 from tools.outcomes import TagCollector
 
@@ -34,22 +36,35 @@ def tag_burst(
 
 @contextlib.contextmanager
 def running_stack(
-    paths: list[Path], repo: Path, run_dir: Path, workers: int, worker_env: dict[str, str], partitions: int
+    paths: list[Path],
+    repo: Path,
+    run_dir: Path,
+    workers: int,
+    worker_env: dict[str, str],
+    partitions: int,
+    before_workers: Callable[[Any], None] | None = None,
 ) -> Iterator[tuple[Any, Any, TagCollector]]:
-    """The embedded stack on ``repo`` reading ``paths``' folder, warmed up: (stack, publisher, reader)."""
+    """The embedded stack on ``repo`` reading ``paths``' folder, warmed up: (stack, publisher, reader).
+    ``before_workers(stack)`` runs once the broker and Triton are up, before any worker starts (the naive
+    baseline, which must not share the machine with them)."""
     from stream.clients import UploadPublisher
     from tools.embedded import Ports, Stack
 
     stack = Stack(
         run_dir, repo, Ports.free(), file_roots=[paths[0].parent], worker_env=worker_env,
-        uploads_partitions=partitions, workers=workers,
+        uploads_partitions=partitions, workers=workers, with_worker=before_workers is None,
     )  # fmt: skip
     stack.start()
     collector = TagCollector(stack.bootstrap)
     try:
+        if before_workers is not None:
+            before_workers(stack)
+            stack.with_worker = True
+            for name, port in stack.worker_ports.items():
+                stack.start_worker(name, port)
         collector.start()
         publisher = UploadPublisher(stack.bootstrap)
-        tag_burst(publisher, collector, paths[: 8 * workers], "warm", 120)
+        tag_burst(publisher, collector, paths[: 8 * workers], "warm", 300)
         yield stack, publisher, collector
     finally:
         collector.stop()
@@ -63,42 +78,46 @@ def bench_stream(
     plan: Plan,
     workers: int,
     worker_env: dict[str, str],
-    partitions: int = 4,
+    partitions: int,
+    ceiling: float,
+    bound_ms: float,
+    before_workers: Callable[[Any], None] | None = None,
 ) -> dict:
-    """Sustained images/s through broker → worker(s) → Triton → broker, then latency at 50 % of that."""
-    with running_stack(paths, repo, run_dir, workers, worker_env, partitions) as (
+    """Bursts (images/s, CPU per photo by process and by worker stage), then the latency curve at fractions
+    of ``ceiling`` and the server scenario's highest rate within ``bound_ms`` (p99)."""
+    with running_stack(paths, repo, run_dir, workers, worker_env, partitions, before_workers) as (
         stack,
         publisher,
         collector,
     ):
+        worker_pids = [c.proc.pid for c in stack.children if c.name.startswith("worker")]
         meter = CpuMeter({c.name: c.proc.pid for c in stack.children})
+        threads = ThreadMeter(worker_pids)
         runs = [tag_burst(publisher, collector, paths, f"burst-{r}") for r in range(plan.repeats)]
-        cpu = meter.per_photo_ms(len(paths) * plan.repeats)
+        photos = len(paths) * plan.repeats
+        cpu = meter.per_photo_ms(photos)
+        stages = threads.per_photo_ms(photos)
         stream_rate = float(np.median(runs))
 
-        rate = 0.5 * stream_rate
-        lat_ids = [f"lat-{i:05d}" for i in range(plan.latency_photos)]
-        sent: dict[str, float] = {}
-        started = time.time()
-        for i, pid in enumerate(lat_ids):
-            delay = started + i / rate - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            sent[pid] = time.time()
-            publisher.send(
-                pid, upload_value(pid, paths[i % len(paths)].resolve().as_uri())
-            )  # send() serves delivery callbacks
-        publisher.flush()
-        if not collector.wait(set(lat_ids), 300):
-            raise RuntimeError("latency-phase uploads got no outcome")
-        latencies = np.array([(collector.seen[p] - sent[p]) * 1000 for p in lat_ids])
+        load = LoadGenerator(stack.bootstrap)
+        try:
+            server = Server(load, collector, paths, plan.trial_s, plan.trial_min_photos)
+            curve = latency_curve(server, ceiling)
+            search = server_search(
+                server, ceiling, bound_ms, curve, top=min(1.0, stream_rate / ceiling), steps=plan.search_steps
+            )
+        finally:
+            load.close()
+        half = next(r for r in curve if r["load"] == 0.5)
         return {
             "img_s": round(stream_rate, 1),
             "runs_img_s": [round(r, 1) for r in runs],
             "dead_letters": len(collector.dead),
             "cpu_ms_per_photo": cpu,
-            "latency_load_img_s": round(rate, 1),
-            "latency_ms": {
-                q: round(float(np.percentile(latencies, int(q[1:]))), 1) for q in ("p50", "p95", "p99")
-            },
+            "worker_cpu_ms_per_photo": round(sum(v for k, v in cpu.items() if k.startswith("worker")), 3),
+            "worker_stages_ms_per_photo": stages,
+            "latency_load_img_s": round(half["offered"], 1),
+            "latency_ms": {q: half[q] for q in ("p50", "p95", "p99")},
+            "curve": curve,
+            "server": search,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from dataclasses import dataclass
@@ -18,11 +19,27 @@ SIZES = [((1024, 768), 0.8), ((1600, 1200), 0.08), ((2048, 1536), 0.08), ((2304,
 
 @dataclass(frozen=True)
 class Plan:
-    photos: int
+    """How much of the workload one model's measurements use (the general model is ~10x slower on CPU)."""
+
+    photos: int  # offline runs and each streaming burst
     naive_photos: int
-    latency_photos: int
     decode_sample: int
     repeats: int = 1  # offline and streaming runs each; the median is reported (this host is noisy)
+    trial_s: float = 8.0  # each server-scenario trial offers its rate for this long ...
+    trial_min_photos: int = 300  # ... and at least this many uploads (p99 needs a few hundred)
+    search_steps: int = 3  # bisection trials after the latency curve's four
+    offline_sample: int = 120  # photos per configuration of the offline sweep
+    batches: tuple[int, ...] = (8, 16, 32)  # batch sizes the offline sweep tries
+
+    def limited(self, photos: int) -> Plan:
+        """This plan on at most ``photos`` photos."""
+        return dataclasses.replace(
+            self,
+            photos=min(self.photos, photos),
+            naive_photos=min(self.naive_photos, photos),
+            decode_sample=min(self.decode_sample, photos),
+            offline_sample=min(self.offline_sample, photos),
+        )
 
 
 def build_workload(folder: Path, n: int, seed: int = 4242) -> list[Path]:

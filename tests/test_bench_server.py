@@ -1,0 +1,62 @@
+"""The server scenario's search (tools/bench/server.py) against a stand-in stack whose p99 is known: it must
+find the highest passing rate to within its resolution, count a stack that falls behind as failing, and
+report only a rate it actually tried. (The real stack runs in tests/e2e/test_bench_quick.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from tools.bench.server import CURVE_LOADS, Trial, latency_curve, server_search
+
+CEILING = 400.0
+
+
+class StandIn:
+    """``offer(rate)``: p99 under the bound up to ``knee`` (a fraction of the ceiling), far over it above;
+    ``behind``: from that load on, the stack keeps up with only half of what is offered."""
+
+    def __init__(self, knee: float, behind: float = 9.0) -> None:
+        self.knee, self.behind = knee, behind
+        self.min_photos = 40
+        self.offered: list[float] = []
+
+    def offer(self, rate: float, photos: int | None = None) -> Trial:
+        self.offered.append(rate)
+        load = rate / CEILING
+        p99 = 90.0 if load <= self.knee else 900.0
+        achieved = rate if load < self.behind else rate / 2
+        return Trial(rate, rate, achieved, photos or 100, p99 / 3, p99 / 2, p99, 0)
+
+
+@pytest.mark.parametrize("knee", [0.3, 0.55, 0.7, 0.8])
+def test_the_search_finds_the_knee_within_its_resolution(knee):
+    stand_in = StandIn(knee)
+    curve = latency_curve(stand_in, CEILING)  # type: ignore[arg-type]
+    assert [c["load"] for c in curve] == list(CURVE_LOADS)
+    found = server_search(stand_in, CEILING, 150.0, curve, top=0.95, steps=3)  # type: ignore[arg-type]
+    assert knee - 0.25 / 2**3 - 1e-9 <= found["server_offline_ratio"] <= knee
+    assert abs(found["img_s"] - found["server_offline_ratio"] * CEILING) <= 0.001 * CEILING
+    tried = {round(r / CEILING, 3) for r in stand_in.offered}
+    assert found["server_offline_ratio"] in tried
+    assert found["first_failing_ratio"] is not None and found["first_failing_ratio"] > knee
+
+
+def test_when_every_curve_point_passes_the_burst_rate_is_tried():
+    stand_in = StandIn(knee=1.0)
+    curve = latency_curve(stand_in, CEILING)  # type: ignore[arg-type]
+    found = server_search(stand_in, CEILING, 150.0, curve, top=0.97, steps=3)  # type: ignore[arg-type]
+    assert found["server_offline_ratio"] == 0.97 and found["first_failing_ratio"] is None
+
+
+def test_a_stack_that_falls_behind_fails_even_with_a_low_p99():
+    stand_in = StandIn(knee=1.0, behind=0.6)  # p99 always within the bound, but a queue from 60 % on
+    curve = latency_curve(stand_in, CEILING)  # type: ignore[arg-type]
+    found = server_search(stand_in, CEILING, 150.0, curve, top=0.97, steps=4)  # type: ignore[arg-type]
+    assert 0.5 <= found["server_offline_ratio"] < 0.6
+
+
+def test_nothing_passes_gives_zero():
+    stand_in = StandIn(knee=0.1)
+    curve = latency_curve(stand_in, CEILING)  # type: ignore[arg-type]
+    found = server_search(stand_in, CEILING, 150.0, curve, top=0.97, steps=3)  # type: ignore[arg-type]
+    assert found["server_offline_ratio"] <= 0.1 and found["server_offline_ratio"] >= 0.0
