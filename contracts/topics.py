@@ -8,3 +8,7 @@ UPLOADS = "photo-uploads"
 TAGS = "photo-tags"
 #: bad input with a reason code and the original value (schemas/photo-uploads-dlq.schema.json)
 DLQ = "photo-uploads-dlq"
+#: users' tag corrections, key = photo_id (schemas/photo-tag-edits.schema.json)
+EDITS = "photo-tag-edits"
+#: edits that were refused, with a reason code and the original value (schemas/photo-tag-edits-dlq.schema.json)
+EDITS_DLQ = "photo-tag-edits-dlq"

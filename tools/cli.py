@@ -258,6 +258,9 @@ PASSTHROUGH = {
     "index": ("search.cli", "main", "index tag events into a searchable SQLite index"),
     "search": ("search.cli", "search_main", "search the index"),
     "backfill": ("search.backfill", "main", "re-publish uploads of an existing archive"),
+    "edit": ("search.edit_cli", "main", "correct a photo's tags as its owner (publishes a tag edit)"),
+    "feedback": ("tools.feedback", "main", "learn from owners' tag edits: a new model version if better"),
+    "tag": ("tools.custom_tag", "main", "teach a new tag from a few example photos"),
     "bench": ("tools.bench.cli", "main", "measure offline, streaming and naive throughput and latency"),
 }
 

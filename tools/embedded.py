@@ -25,7 +25,7 @@ from pathlib import Path
 
 from stream.settings import Settings
 
-TOPIC_PARTITIONS = {"uploads": 4, "tags": 4, "dlq": 1}
+TOPIC_PARTITIONS = {"uploads": 4, "tags": 4, "dlq": 1, "edits": 1, "edits_dlq": 1}
 STOP_GRACE_S = 10.0
 
 
@@ -385,7 +385,7 @@ def default_workers() -> int:
 
 
 def create_topics(bootstrap: str, settings: Settings, uploads_partitions: int | None = None) -> None:
-    """Declare the three topics (idempotent: existing topics are left as they are)."""
+    """Declare the topics (idempotent: existing topics are left as they are)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -396,6 +396,8 @@ def create_topics(bootstrap: str, settings: Settings, uploads_partitions: int | 
             settings.uploads_topic: uploads_partitions or TOPIC_PARTITIONS["uploads"],
             settings.tags_topic: TOPIC_PARTITIONS["tags"],
             settings.dlq_topic: TOPIC_PARTITIONS["dlq"],
+            settings.edits_topic: TOPIC_PARTITIONS["edits"],
+            settings.edits_dlq_topic: TOPIC_PARTITIONS["edits_dlq"],
         }
         new = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
         if new:
