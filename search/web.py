@@ -338,7 +338,7 @@ async function edit(photoId, added, removed) {
   } catch (err) { statusLine.textContent = "edit not sent: " + err.message; return; }
   statusLine.textContent = resp.ok ? "edit of " + photoId + " sent; the index applies it in a moment"
                                    : "edit refused: " + body.error;
-  setTimeout(refresh, 800);
+  for (const ms of [800, 2000, 5000]) setTimeout(refresh, ms);  // the indexer applies it within a moment
 }
 
 function card(photo) {

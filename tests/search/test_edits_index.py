@@ -254,3 +254,60 @@ def test_one_owners_thousand_wrong_edits_change_no_one_elses_results_and_no_glob
 
 def found_all(index: SearchIndex, query: str) -> list[str]:
     return sorted(h.photo_id for h in index.search(query, limit=10_000))
+
+
+# -- the page's edit endpoint ------------------------------------------------------------------------------
+class Sink:
+    """Collects what the page would publish (the broker round trip is in test_edits_stack.py)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, key, value: bytes) -> None:
+        self.sent.append((key, value))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        pass
+
+
+def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def test_the_page_publishes_only_well_formed_edits_of_the_owners_own_photos(tmp_path, index, feed):
+    from search.web import serve
+    from tools.embedded import Ports
+
+    feed.upload("p1", "ann")
+    feed.tags("p1", {"beach": 0.9}, version=4)
+    sink, port = Sink(), Ports.free().web
+    server = serve(index.path, LiveCounters(), "127.0.0.1", port, [], edits=sink)
+    off = serve(index.path, LiveCounters(), "127.0.0.1", Ports.free().web, [])
+    url = f"http://127.0.0.1:{port}/api/edit"
+    try:
+        ok = orjson.dumps({"photo_id": "p1", "owner": "ann", "removed": ["beach"]})
+        assert _post(url, ok)[0] == 202
+        assert _post(url, ok, "application/x-www-form-urlencoded")[0] == 415  # no cross-site form posts
+        assert _post(url, orjson.dumps({"photo_id": "p1", "owner": "bob", "removed": ["beach"]}))[0] == 403
+        assert _post(url, orjson.dumps({"photo_id": "nope", "owner": "ann", "added": ["x"]}))[0] == 404
+        status, body = _post(url, orjson.dumps({"photo_id": "p1", "owner": "ann"}))
+        assert status == 400 and "at least one" in body["error"]
+        assert _post(url, orjson.dumps({"photo_id": "p1", "owner": "ann", "added": 5}))[0] == 400
+        assert _post(url, b"[1]")[0] == 400 and _post(url, b"{oops")[0] == 400
+        assert _post(f"http://127.0.0.1:{off.server_address[1]}/api/edit", ok)[0] == 503
+    finally:
+        server.shutdown()
+        off.shutdown()
+    (key, value), = sink.sent  # fmt: skip
+    edit = parse_tag_edit(value)
+    assert (key, edit.owner, edit.removed, edit.model_version) == ("p1", "ann", ("beach",), 4)
+    feed.index.apply([Record(TOPICS.edits, 0, 100, value, 1.7e9)], TOPICS)  # as the indexer would
+    assert found(index, "beach") == []
