@@ -175,12 +175,14 @@ def effective_tags(predicted: list[dict], overrides: dict[str, str]) -> list[dic
 # -- the edit log, for training ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PhotoLabels:
-    """What one owner says about one of their photos, all their edits folded (the last word on a tag wins)."""
+    """What one owner says about one of their photos, all their edits folded (the last word on a tag wins);
+    ``kept``: the model's tags of the photo that the owner saw and left as they were."""
 
     photo_id: str
     owner: str
     added: frozenset[str]
     removed: frozenset[str]
+    kept: frozenset[str] = frozenset()
 
 
 def owner_labels(db: sqlite3.Connection) -> list[PhotoLabels]:
@@ -189,7 +191,13 @@ def owner_labels(db: sqlite3.Connection) -> list[PhotoLabels]:
     rows = db.execute(
         "SELECT e.photo_id, e.owner, e.added, e.removed FROM edits e JOIN uploads u "
         "ON u.photo_id = e.photo_id AND u.owner = e.owner ORDER BY e.at_s, e.source_partition, e.source_offset"
-    )
+    ).fetchall()
+    predicted = {
+        pid: {normalize_tag(t["tag"]) for t in orjson.loads(tags)}
+        for pid, tags in db.execute(
+            "SELECT photo_id, tags FROM predicted_tags WHERE photo_id IN (SELECT photo_id FROM edits)"
+        )
+    }
     folded: dict[tuple[str, str], dict[str, str]] = {}
     for photo_id, owner, added, removed in rows:
         states = folded.setdefault((photo_id, owner), {})
@@ -201,14 +209,15 @@ def owner_labels(db: sqlite3.Connection) -> list[PhotoLabels]:
             owner,
             frozenset(t for t, s in states.items() if s == "added"),
             frozenset(t for t, s in states.items() if s == "removed"),
+            frozenset(predicted.get(pid, set()) - set(states)),
         )
         for (pid, owner), states in folded.items()
     ]
 
 
 def global_corrections(labels: list[PhotoLabels], votes: int) -> set[tuple[str, str]]:
-    """The corrections that may enter global training: ``(tag, "added" | "removed")`` made by at least
-    ``votes`` distinct owners. One owner is one vote however many photos they edit, so no single owner (nor
+    """The corrections that may enter global training: ``(tag, "added" | "removed" | "kept")`` made by at
+    least ``votes`` distinct owners. One owner is one vote however many photos they edit, so no single owner (nor
     fewer than ``votes`` owners together) can change a global label."""
     owners: dict[tuple[str, str], set[str]] = defaultdict(set)
     for photo in labels:
@@ -216,4 +225,6 @@ def global_corrections(labels: list[PhotoLabels], votes: int) -> set[tuple[str, 
             owners[(tag, "added")].add(photo.owner)
         for tag in photo.removed:
             owners[(tag, "removed")].add(photo.owner)
+        for tag in photo.kept:
+            owners[(tag, "kept")].add(photo.owner)
     return {correction for correction, who in owners.items() if len(who) >= votes}

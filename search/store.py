@@ -375,6 +375,10 @@ class SearchIndex:
         ).fetchone()
         return row[0]
 
+    def edited_photos(self) -> list[edits.PhotoLabels]:
+        """Every photo its owner edited, with what they said about it (the training side's edit log)."""
+        return edits.owner_labels(self._db)
+
     def owner_of(self, photo_id: str) -> str | None:
         """The owner the photo's upload names (None: no owner, or no upload indexed)."""
         row = self._db.execute("SELECT owner FROM uploads WHERE photo_id = ?", (photo_id,)).fetchone()

@@ -13,7 +13,7 @@ from referencing import Registry, Resource
 
 from contracts.edits import MAX_EDIT_BYTES, EditError, EditRejected, edit_value, parse_tag_edit
 from search.counters import LiveCounters
-from search.edits import EditLimits, global_corrections, owner_labels
+from search.edits import EditLimits, global_corrections
 from search.store import Applied, Record, SearchIndex, TopicNames
 from tests.search.test_search_schemas import formats
 
@@ -178,7 +178,7 @@ def test_an_edit_before_its_upload_applies_once_the_upload_names_the_same_owner(
     feed.upload("p1", "ann")
     feed.upload("p2", "bob")  # mallory's edit was not the owner's: it never applies
     assert found(index, "beach") == ["p2"]
-    assert [(p.photo_id, p.owner) for p in owner_labels(index._db)] == [("p1", "ann")]
+    assert [(p.photo_id, p.owner) for p in index.edited_photos()] == [("p1", "ann")]
 
 
 def test_an_owner_over_the_rate_limit_is_dead_lettered_and_a_replay_decides_the_same(index, feed):
@@ -241,15 +241,15 @@ def test_one_owners_thousand_wrong_edits_change_no_one_elses_results_and_no_glob
     after = {q: [p for p in found_all(index, q) if p in honest] for q in queries}
     assert after == before
     assert found_all(index, "cheap") == sorted(f"m{i}" for i in range(1000))  # mallory's own photos only
-    labels = owner_labels(index._db)
+    labels = index.edited_photos()
     assert len(labels) == 1000
     assert global_corrections(labels, votes=2) == set()  # one owner is one vote, however many edits
     # three owners who agree do change a global label (votes=3), two do not
     for pid in ("h0", "h1", "h2"):
         feed.edit(pid, honest[pid], added=["boat"])
-    corrections = global_corrections(owner_labels(index._db), votes=3)
+    corrections = global_corrections(index.edited_photos(), votes=3)
     assert corrections == {("boat", "added")}
-    assert global_corrections(owner_labels(index._db), votes=4) == set()
+    assert global_corrections(index.edited_photos(), votes=4) == set()
 
 
 def found_all(index: SearchIndex, query: str) -> list[str]:
