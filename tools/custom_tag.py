@@ -131,7 +131,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from trainer.vocab.vocabulary import synthetic_vocabulary
 
     work: Path = args.workdir
-    n_pool, n_test = (300, 300) if args.quick else (800, 1000)
+    n_pool, n_test = (300, 300) if args.quick else (800, 1500)
     pool_manifest = make_novel_set(work / "pool", n_pool, seed=30, share=args.share, split="pool")
     test_manifest = make_novel_set(work / "test", n_test, seed=31, share=args.share, split="test")
     vocab = synthetic_vocabulary()
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--examples", type=_counts, default=[5, 10, 20])
     measure.add_argument("--draws", type=int, default=3, help="example draws per count")
     measure.add_argument("--negatives", type=int, default=400)
-    measure.add_argument("--share", type=float, default=0.08, help="share of photos showing a kite")
+    measure.add_argument("--share", type=float, default=0.04, help="share of photos showing a kite")
     measure.add_argument("--target-precision", type=float, default=0.9)
     measure.add_argument("--size", type=int, default=160)
     measure.add_argument("--quick", action="store_true")

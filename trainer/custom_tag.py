@@ -3,8 +3,9 @@ calibrated by cross-validation, appended to the model's head for the next versio
 
 5-20 positives cannot train a network, but the frozen backbone already separates most visual concepts: a
 linear classifier on its pooled features (each photo and its mirror image) is enough. Negatives are photos
-sampled from the collection; a few of them may show the object unlabelled, which makes the estimate
-conservative rather than optimistic.
+sampled from the collection, and some of them show the object unlabelled (a collection's cat photos are
+not all among the examples): a first classifier scores the negatives, and those it ranks with the examples
+(above the median example's score) are dropped as likely unlabelled positives before the real fit.
 
 **Threshold.** Every example and negative is scored by a classifier trained on the other folds
 (stratified k-fold); the threshold is the lowest out-of-fold score whose precision reaches the target, and
@@ -88,6 +89,17 @@ def out_of_fold(
     return scores, y
 
 
+def drop_likely_positives(positives: np.ndarray, negatives: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    """The negatives less those a first classifier scores above the median example (likely unlabelled
+    photos of the object); and how many were dropped."""
+    x = np.concatenate([positives, negatives])
+    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    weight, bias = fit_logistic(_views(x), np.repeat(y, 2), seed=seed)
+    cut = np.median(positives[:, 0] @ weight)
+    keep = negatives[:, 0] @ weight < cut
+    return negatives[keep], int((~keep).sum())
+
+
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_precision: float) -> dict:
     """The lowest cut whose precision reaches the target (most recall at that precision); else the most
     precise cut. Returns the threshold with the precision and recall there."""
@@ -120,6 +132,7 @@ def learn_tag(
     if len(negatives) < 2 * len(positives):
         raise ValueError(f"too few negative photos ({len(negatives)}); sample at least {2 * len(positives)}")
     folds = min(folds, len(positives))
+    negatives, dropped = drop_likely_positives(positives, negatives, seed)
     scores, labels = out_of_fold(positives, negatives, folds, seed)
     cut = choose_threshold(scores, labels, target_precision)
     x = np.concatenate([positives, negatives])
@@ -132,6 +145,7 @@ def learn_tag(
         "target_precision": target_precision,
         "positives": len(positives),
         "negatives": len(negatives),
+        "dropped_negatives": dropped,
         "folds": folds,
     }
     return CustomTag(name, weight, bias, cut["threshold"], estimate)

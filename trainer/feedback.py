@@ -140,6 +140,7 @@ def train_on_feedback(
     corrections: set[tuple[str, str]],
     config: TrainConfig,
     heldout_share: float = 0.25,
+    folds: int = 4,
 ) -> FeedbackResult:
     """Fine-tune ``checkpoint``'s head on the collection's features ([N, 2, D]) with ``base`` user-tag
     targets corrected by the voted ``corrections``; compare it with the served head on held-out edits."""
@@ -164,7 +165,7 @@ def train_on_feedback(
             if truth[:, k].any():
                 before[tag] = average_precision(old[:, k], truth[:, k])
                 after[tag] = average_precision(new[:, k], truth[:, k])
-    oof = out_of_fold_scores(served, features[train_rows], targets[train_rows], config)
+    oof = out_of_fold_scores(served, features[train_rows], targets[train_rows], config, folds)
     thresholds, calibrated = calibrate(oof, targets[train_rows], config.target_precision)
     result = FeedbackResult(
         {**checkpoint, "state_dict": candidate.net.state_dict(), "thresholds": thresholds},

@@ -21,12 +21,12 @@ NOVEL_TAG = "kite"
 
 
 def draw_kite(img: Image.Image, rng: random.Random) -> Image.Image:
-    """``img`` with a kite drawn on it: 8-16 % of the short side, upper two thirds of the frame."""
+    """``img`` with a kite drawn on it: 15-30 % of the short side, in the upper part of the frame."""
     img = img.copy()
     w, h = img.size
     d = ImageDraw.Draw(img)
-    s = min(w, h) * rng.uniform(0.08, 0.16)
-    cx, cy = rng.uniform(0.15, 0.85) * w, rng.uniform(0.1, 0.55) * h
+    s = min(w, h) * rng.uniform(0.15, 0.3)
+    cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.45) * h
     tilt = rng.uniform(-0.5, 0.5)
 
     def at(dx: float, dy: float) -> tuple[float, float]:
