@@ -131,7 +131,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from trainer.vocab.vocabulary import synthetic_vocabulary
 
     work: Path = args.workdir
-    n_pool, n_test = (300, 300) if args.quick else (800, 1500)
+    n_pool, n_test = (300, 300) if args.quick else (args.pool, args.test)
     pool_manifest = make_novel_set(work / "pool", n_pool, seed=30, share=args.share, split="pool")
     test_manifest = make_novel_set(work / "test", n_test, seed=31, share=args.share, split="test")
     vocab = synthetic_vocabulary()
@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--share", type=float, default=0.04, help="share of photos showing a kite")
     measure.add_argument("--target-precision", type=float, default=0.9)
     measure.add_argument("--size", type=int, default=160)
+    measure.add_argument("--pool", type=int, default=800, help="collection photos (examples, negatives)")
+    measure.add_argument("--test", type=int, default=1500, help="held-out photos")
     measure.add_argument("--quick", action="store_true")
     measure.set_defaults(func=cmd_measure)
     return parser

@@ -4,8 +4,8 @@ calibrated by cross-validation, appended to the model's head for the next versio
 5-20 positives cannot train a network, but the frozen backbone already separates most visual concepts: a
 linear classifier on its pooled features (each photo and its mirror image) is enough. Negatives are photos
 sampled from the collection, and some of them show the object unlabelled (a collection's cat photos are
-not all among the examples): a first classifier scores the negatives, and those it ranks with the examples
-(above the median example's score) are dropped as likely unlabelled positives before the real fit.
+not all among the examples): the negatives are scored out of fold, and those scoring above the median
+example's out-of-fold score are dropped as likely unlabelled positives before the real fit.
 
 **Threshold.** Every example and negative is scored by a classifier trained on the other folds
 (stratified k-fold); the threshold is the lowest out-of-fold score whose precision reaches the target, and
@@ -89,14 +89,13 @@ def out_of_fold(
     return scores, y
 
 
-def drop_likely_positives(positives: np.ndarray, negatives: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
-    """The negatives less those a first classifier scores above the median example (likely unlabelled
-    photos of the object); and how many were dropped."""
-    x = np.concatenate([positives, negatives])
-    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
-    weight, bias = fit_logistic(_views(x), np.repeat(y, 2), seed=seed)
-    cut = np.median(positives[:, 0] @ weight)
-    keep = negatives[:, 0] @ weight < cut
+def drop_likely_positives(
+    positives: np.ndarray, negatives: np.ndarray, folds: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """The negatives less those scored (out of fold) above the median example's out-of-fold score: likely
+    unlabelled photos of the object. Returns them and how many were dropped."""
+    scores, labels = out_of_fold(positives, negatives, folds, seed)
+    keep = scores[labels == 0] < np.median(scores[labels == 1])
     return negatives[keep], int((~keep).sum())
 
 
@@ -132,7 +131,7 @@ def learn_tag(
     if len(negatives) < 2 * len(positives):
         raise ValueError(f"too few negative photos ({len(negatives)}); sample at least {2 * len(positives)}")
     folds = min(folds, len(positives))
-    negatives, dropped = drop_likely_positives(positives, negatives, seed)
+    negatives, dropped = drop_likely_positives(positives, negatives, folds, seed)
     scores, labels = out_of_fold(positives, negatives, folds, seed)
     cut = choose_threshold(scores, labels, target_precision)
     x = np.concatenate([positives, negatives])

@@ -12,6 +12,8 @@ index at once.
 accumulate) is never trained on: the per-tag AP of the served head and of the candidate on them decides. A
 new version is written only when the candidate's mean AP there is higher (``min_gain``).
 
+**Weight.** A photo an owner checked counts ``edited_weight`` times (4) against one with user tags only.
+
 **Thresholds.** Calibrated on out-of-fold scores of the training photos (k-fold: each photo scored by a head
 that did not see it) for the target precision, as ``darkroom train`` does on its validation set.
 """
@@ -141,6 +143,7 @@ def train_on_feedback(
     config: TrainConfig,
     heldout_share: float = 0.25,
     folds: int = 4,
+    edited_weight: int = 4,
 ) -> FeedbackResult:
     """Fine-tune ``checkpoint``'s head on the collection's features ([N, 2, D]) with ``base`` user-tag
     targets corrected by the voted ``corrections``; compare it with the served head on held-out edits."""
@@ -150,9 +153,11 @@ def train_on_feedback(
     held = heldout([p.photo_id for p in edited], heldout_share)
     held_photos = [p for p, h in zip(edited, held, strict=True) if h]
     train_rows = np.setdiff1d(np.arange(len(features)), [p.row for p in held_photos])
-    targets = feedback_targets(
-        base, vocab, [p for p, h in zip(edited, held, strict=True) if not h], corrections
-    )
+    trained = [p for p, h in zip(edited, held, strict=True) if not h]
+    targets = feedback_targets(base, vocab, trained, corrections)
+    # an owner-checked photo counts ``edited_weight`` times against one with user tags only
+    repeats = np.repeat(np.array([p.row for p in trained], dtype=int), edited_weight - 1)
+    train_rows = np.concatenate([train_rows, repeats]).astype(int)
     served = load_tagger(checkpoint)
     candidate = copy.deepcopy(served)
     fit_head(candidate, features[train_rows], targets[train_rows], config)
@@ -165,11 +170,12 @@ def train_on_feedback(
             if truth[:, k].any():
                 before[tag] = average_precision(old[:, k], truth[:, k])
                 after[tag] = average_precision(new[:, k], truth[:, k])
-    oof = out_of_fold_scores(served, features[train_rows], targets[train_rows], config, folds)
-    thresholds, calibrated = calibrate(oof, targets[train_rows], config.target_precision)
+    unique = np.unique(train_rows)  # each photo once: a repeat in another fold would score itself
+    oof = out_of_fold_scores(served, features[unique], targets[unique], config, folds)
+    thresholds, calibrated = calibrate(oof, targets[unique], config.target_precision)
     result = FeedbackResult(
         {**checkpoint, "state_dict": candidate.net.state_dict(), "thresholds": thresholds},
-        before, after, len(train_rows), len(held_photos), sorted(corrections),
+        before, after, len(unique), len(held_photos), sorted(corrections),
     )  # fmt: skip
     result.checkpoint["metrics"] = {
         **checkpoint.get("metrics", {}),
