@@ -100,10 +100,11 @@ def feedback_round(
     ), len(edited)
 
 
-def head_config(checkpoint: dict, seed: int = 0):
+def head_config(checkpoint: dict, seed: int = 0, lr: float = 1e-3, epochs: int = 8):
+    """Fine-tuning the served head (not a new one): a gentler schedule than `darkroom train`'s."""
     from trainer.train import TrainConfig
 
-    return TrainConfig(model=checkpoint["model"], epochs=12, lr=3e-3, seed=seed, init_from="scratch")
+    return TrainConfig(model=checkpoint["model"], epochs=epochs, lr=lr, seed=seed, init_from="scratch")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -128,7 +129,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             load_tagger(checkpoint), collection.images, checkpoint["model"]
         )
         result, edited = feedback_round(
-            checkpoint, features, collection, args.index, votes, head_config(checkpoint), args.heldout
+            checkpoint,
+            features,
+            collection,
+            args.index,
+            votes,
+            head_config(checkpoint, 0, args.lr, args.epochs),
+            args.heldout,
         )
     except (ValueError, ManifestError, OSError) as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -275,7 +282,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
             applied = simulate_edits(Path(tmp) / "index.sqlite", collection, served_tags, chosen, vocab.tags)
             result, edited = feedback_round(
                 checkpoint, features, collection, Path(tmp) / "index.sqlite", args.votes,
-                head_config(checkpoint, args.seed), args.heldout,
+                head_config(checkpoint, args.seed, args.lr, args.epochs), args.heldout,
             )  # fmt: skip
         written = result.better(0.0)
         served = load_tagger(result.checkpoint) if written else tagger
@@ -320,11 +327,12 @@ def _plot_curve(points: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    xs = [p["edits"] for p in points]
-    ax.plot(xs, [p["served_mAP"] for p in points], "o-", label="served model (test, clean labels)")
+    xs = [p.get("applied", p["edits"]) for p in points]  # a careful owner edits only wrongly tagged photos
+    ax.plot(xs, [p["served_mAP"] for p in points], "o-", label="served version (test, clean labels)")
+    ax.plot(xs, [p.get("candidate_mAP", p["served_mAP"]) for p in points], "x:", label="candidate (test)")
     ax.set_xscale("symlog", linthresh=100)
     ax.set_xticks(xs, [str(x) for x in xs])
-    ax.set_xlabel("owners' edits")
+    ax.set_xlabel("owners' edits applied")
     ax.set_ylabel("mAP")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -356,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--heldout", type=float, default=0.25, help="share of edited photos held out")
     train.add_argument("--min-gain", type=float, default=0.0, help="held-out mAP gain a version needs")
+    train.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (default 1e-3)")
+    train.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (default 8)")
     train.add_argument("--cache", type=Path, help="decoded photos and features (default OUT/cache)")
     train.add_argument("--out", type=Path, default=Path("run/feedback"), help="report and checkpoint folder")
     train.set_defaults(func=cmd_train)
@@ -367,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--heldout", type=float, default=0.25)
     curve.add_argument("--size", type=int, default=160, help="input size of the backbone")
     curve.add_argument("--seed", type=int, default=0)
+    curve.add_argument("--lr", type=float, default=1e-3)
+    curve.add_argument("--epochs", type=int, default=8)
     curve.add_argument("--quick", action="store_true", help="a small collection (tests)")
     curve.set_defaults(func=cmd_curve)
     return parser

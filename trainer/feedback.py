@@ -8,7 +8,7 @@ trained on). An edited photo's labels then change only where owners *as a group*
 however many photos they edit, changes no global label; their edits still change their own photos in the
 index at once.
 
-**Held out.** A fixed share of the edited photos (by a hash of the photo id, so the split is stable as edits
+**Held out.** A fixed share of the edited photos (their truth: what the owner kept or added) (by a hash of the photo id, so the split is stable as edits
 accumulate) is never trained on: the per-tag AP of the served head and of the candidate on them decides. A
 new version is written only when the candidate's mean AP there is higher (``min_gain``).
 
@@ -63,11 +63,16 @@ def feedback_targets(
     return targets
 
 
-def owner_targets(base: np.ndarray, vocab: Vocabulary, edited: list[EditedPhoto]) -> np.ndarray:
-    """The edited rows' labels as their owners gave them (every correction, no vote): the held-out truth
-    for an owner's own photos, and what the index shows them."""
-    every = {(t, d) for p in edited for d in DIRECTIONS for t in getattr(p, d)}
-    return feedback_targets(base, vocab, edited, every)[[p.row for p in edited]]
+def owner_targets(vocab: Vocabulary, edited: list[EditedPhoto]) -> np.ndarray:
+    """The edited photos' labels as their owners gave them (no vote): what they kept or added, and nothing
+    else. The held-out truth: an owner who corrected a photo says what it shows."""
+    targets = np.zeros((len(edited), len(vocab.tags)), np.float32)
+    for i, photo in enumerate(edited):
+        for raw in photo.kept | photo.added:
+            tag = vocab.canonical(raw)
+            if tag is not None:
+                targets[i, vocab.index[tag]] = 1.0
+    return targets
 
 
 def heldout(photo_ids: list[str], share: float, salt: str = "darkroom-feedback") -> np.ndarray:
@@ -164,7 +169,7 @@ def train_on_feedback(
     before, after = {}, {}
     if held_photos:
         rows = [p.row for p in held_photos]
-        truth = owner_targets(base, vocab, held_photos)
+        truth = owner_targets(vocab, held_photos)
         old, new = predict_features(served, features[rows]), predict_features(candidate, features[rows])
         for k, tag in enumerate(vocab.tags):
             if truth[:, k].any():
