@@ -4,7 +4,8 @@ The index is one SQLite file. ``photos`` holds, per photo_id, the tags of the ne
 (versions compare numerically; an older or equal version never overwrites, so replays change nothing).
 Search runs on an FTS5 table over the tag vocabulary (porter stemming: "beaches" finds "beach"), joined to
 each photo's scored tags. The indexer also reads ``photo-uploads`` (for each photo's URL, so the page can
-show thumbnails) and ``photo-uploads-dlq`` (for the dead-letter counters). Every batch of records and the
+show thumbnails) and ``photo-uploads-dlq`` (for the dead-letter counters), and ``photo-tag-edits``: owners'
+edits, which change what search finds for their own photos (search/edits.py). Every batch of records and the
 next offsets of their partitions are written in one transaction: a restarted indexer resumes exactly where
 the index stands, and a search never sees a photo half-way between two versions.
 """
