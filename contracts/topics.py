@@ -11,3 +11,7 @@ DLQ = "photo-uploads-dlq"
 #: a candidate (shadow) model version's tag events: photo-tags' schema plus ``"shadow": true``; never indexed
 #: (schemas/photo-tags-shadow.schema.json, docs/rollout.md)
 SHADOW_TAGS = "photo-tags-shadow"
+#: users' tag corrections, key = photo_id (schemas/photo-tag-edits.schema.json)
+EDITS = "photo-tag-edits"
+#: edits that were refused, with a reason code and the original value (schemas/photo-tag-edits-dlq.schema.json)
+EDITS_DLQ = "photo-tag-edits-dlq"

@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
         roots = [str(p) for p in (args.file_root or [Path.cwd()])]
         try:
-            server = serve(db_path, counters, args.web_bind, args.web_port, roots, settings)
+            from stream.clients import UploadPublisher
+
+            edits = UploadPublisher(settings.kafka_bootstrap, settings.edits_topic, settings)
+            server = serve(db_path, counters, args.web_bind, args.web_port, roots, settings, edits=edits)
         except OSError as exc:
             console.print(f"[red]error:[/] cannot serve the page on {args.web_bind}:{args.web_port}: {escape(str(exc))}; "
                           "pick another --web-port")  # fmt: skip

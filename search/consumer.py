@@ -1,4 +1,5 @@
-"""Reading the three topics into the index, resuming from the offsets the index stores."""
+"""Reading the topics into the index, resuming from the offsets the index stores; refused edits' dead
+letters are produced before the batch that refused them commits."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 from search.counters import LiveCounters
+from search.edits import EditLimits
 from search.store import Applied, Record, SearchIndex, TopicNames
 from stream.settings import Settings
 
@@ -21,7 +23,7 @@ def consume(
     topic_wait_s: float = 30.0,
     settings: Settings | None = None,
 ) -> Iterator[Applied]:
-    """Read the three topics into ``index``, resuming from the offsets it stores; yield each batch's effect.
+    """Read the topics into ``index``, resuming from the offsets it stores; yield each batch's effect.
 
     Partitions are assigned directly (no consumer-group join, no committed offsets: the index holds them).
     ``once``: stop when every partition is read up to its end as of the start. TLS/SASL come from
@@ -31,12 +33,16 @@ def consume(
         TIMESTAMP_NOT_AVAILABLE,
         Consumer,
         KafkaException,
+        Producer,
         TopicPartition,
     )
 
     from stream.kafka_security import librdkafka_config
 
     stop = stop or threading.Event()
+    settings = settings or Settings()
+    limits = EditLimits(settings.edit_rate_limit, settings.edit_rate_window_s)
+    letters = _LetterProducer(Producer, bootstrap, topics.edits_dlq, settings)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -45,7 +51,7 @@ def consume(
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 100,  # bounds upload → searchable latency (Tansu holds fetches this long)
-            **librdkafka_config(settings or Settings()),
+            **librdkafka_config(settings),
         }
     )
     try:
@@ -72,7 +78,7 @@ def consume(
                 timestamp = millis / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None
                 records.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.value(), timestamp))
             if records:
-                yield index.apply(records, topics, counters)
+                yield index.apply(records, topics, counters, limits, letters.deliver)
             if ends:  # positions, not the last record seen: control records are never delivered
                 positions = consumer.position([TopicPartition(t, p) for t, p in ends])
                 for tp in positions:
@@ -80,6 +86,42 @@ def consume(
                         del ends[(tp.topic, tp.partition)]
     finally:
         consumer.close()
+
+
+class _LetterProducer:
+    """Produces a batch's refused edits' dead letters and waits until the broker has them all (a failure
+    raises, inside the batch's transaction, so the batch is read again and nothing is lost)."""
+
+    def __init__(self, producer_class: type, bootstrap: str, topic: str, settings: Settings) -> None:
+        from stream.kafka_security import librdkafka_config
+
+        self.topic = topic
+        self._config = {"bootstrap.servers": bootstrap, "acks": "all", "log_level": 2,
+                        **librdkafka_config(settings)}  # fmt: skip
+        self._class = producer_class
+        self._producer = None
+
+    def deliver(self, applied: Applied) -> None:
+        from confluent_kafka import KafkaException
+
+        if not applied.edit_letters:
+            return
+        if self._producer is None:
+            self._producer = self._class(self._config)
+        errors: list[str] = []
+
+        def on_delivery(err: object, msg: object) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for key, value in applied.edit_letters:
+            self._producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+        remaining = self._producer.flush(30)
+        if remaining or errors:
+            raise KafkaException(
+                f"{remaining or len(errors)} edit dead letter(s) not delivered to {self.topic}"
+                + (f": {errors[0]}" if errors else " within 30s")
+            )
 
 
 def _wait_for_partitions(

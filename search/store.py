@@ -4,7 +4,8 @@ The index is one SQLite file. ``photos`` holds, per photo_id, the tags of the ne
 (versions compare numerically; an older or equal version never overwrites, so replays change nothing).
 Search runs on an FTS5 table over the tag vocabulary (porter stemming: "beaches" finds "beach"), joined to
 each photo's scored tags. The indexer also reads ``photo-uploads`` (for each photo's URL, so the page can
-show thumbnails) and ``photo-uploads-dlq`` (for the dead-letter counters). Every batch of records and the
+show thumbnails) and ``photo-uploads-dlq`` (for the dead-letter counters), and ``photo-tag-edits``: owners'
+edits, which change what search finds for their own photos (search/edits.py). Every batch of records and the
 next offsets of their partitions are written in one transaction: a restarted indexer resumes exactly where
 the index stands, and a search never sees a photo half-way between two versions.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import orjson
 
 from contracts import topics
+from contracts.edits import EditRejected
 from contracts.records import (
     InvalidEvent,
     PermanentError,
@@ -29,6 +31,7 @@ from contracts.records import (
     parse_tag_event,
     parse_upload,
 )
+from search import edits
 from search.counters import LiveCounters
 from stream.settings import Settings
 
@@ -125,22 +128,33 @@ class Applied:
     uploads: int = 0
     dead_letters: int = 0
     invalid: list[str] = field(default_factory=list)
+    edits: int = 0  # owners' tag edits applied
+    #: refused edits' dead letters, (key, value): produced to the edits' dead-letter topic before the batch
+    #: commits (``before_commit``), so none is lost and a replay repeats identical ones
+    edit_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class TopicNames:
-    """The names of the three topics (from Settings: DARKROOM_*_TOPIC)."""
+    """The names of the topics the index reads, and the one it writes: refused edits' dead letters (from
+    Settings: DARKROOM_*_TOPIC)."""
 
     uploads: str = topics.UPLOADS
     tags: str = topics.TAGS
     dlq: str = topics.DLQ
+    edits: str = topics.EDITS
+    edits_dlq: str = topics.EDITS_DLQ
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
-        return cls(settings.uploads_topic, settings.tags_topic, settings.dlq_topic)
+        return cls(
+            settings.uploads_topic, settings.tags_topic, settings.dlq_topic, settings.edits_topic,
+            settings.edits_dlq_topic,
+        )  # fmt: skip
 
     def all(self) -> list[str]:
-        return [self.uploads, self.tags, self.dlq]
+        """The topics the indexer reads."""
+        return [self.uploads, self.tags, self.dlq, self.edits]
 
 
 class SearchIndex:
@@ -160,6 +174,7 @@ class SearchIndex:
             self._db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(edits.SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(photos)")}
             if "url" not in columns:  # an index written by schema version 1
                 self._db.execute("ALTER TABLE photos ADD COLUMN url TEXT")
@@ -181,10 +196,18 @@ class SearchIndex:
 
     # -- writing -----------------------------------------------------------------------------------------------
     def apply(
-        self, records: Sequence[Record], topics: TopicNames, counters: LiveCounters | None = None
+        self,
+        records: Sequence[Record],
+        topics: TopicNames,
+        counters: LiveCounters | None = None,
+        edit_limits: edits.EditLimits | None = None,
+        before_commit: Callable[[Applied], None] | None = None,
     ) -> Applied:
-        """Apply a batch and remember each partition's next offset, all in one transaction."""
+        """Apply a batch and remember each partition's next offset, all in one transaction. ``before_commit``
+        runs inside it (the consumer produces the refused edits' dead letters there: if that fails, the
+        batch is not committed and is read again)."""
         applied = Applied()
+        edit_limits = edit_limits or edits.EditLimits()
         changed: list[tuple[TagEvent, bool]] = []
         with self._transaction() as db:
             for rec in records:
@@ -207,6 +230,15 @@ class SearchIndex:
                             (*letter.source, letter.photo_id, letter.error, letter.at),
                         )
                         applied.dead_letters += 1
+                    elif rec.topic == topics.edits:
+                        source = (rec.topic, rec.partition, rec.offset)
+                        try:
+                            edits.apply_edit(db, rec.value, source, rec.timestamp, edit_limits, self._tag_id)
+                            applied.edits += 1
+                        except EditRejected as exc:
+                            applied.edit_letters.append(
+                                edits.edit_dead_letter(rec.value, exc, source, rec.timestamp)
+                            )
                 except InvalidEvent as exc:
                     applied.invalid.append(f"{rec.topic}[{rec.partition}]@{rec.offset}: {exc}")
                 db.execute(
@@ -214,6 +246,8 @@ class SearchIndex:
                     "DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
                     (rec.topic, rec.partition, rec.offset + 1),
                 )
+            if before_commit is not None:
+                before_commit(applied)
         if counters is not None:
             for event, first in changed:
                 counters.record(event, first)
@@ -236,13 +270,8 @@ class SearchIndex:
             (event.photo_id, event.model, event.model_version, tags_json, event.uploaded_at,
              event.tagged_at, time.time(), event.url),
         )  # fmt: skip
-        db.execute("DELETE FROM photo_tags WHERE photo_id = ?", (event.photo_id,))
-        for tag, score in event.tags:
-            db.execute(
-                "INSERT INTO photo_tags VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
-                "SET score = max(score, excluded.score)",
-                (event.photo_id, self._tag_id(db, tag), score),
-            )
+        edits.remember_prediction(db, event.photo_id, tags_json)
+        edits.refresh(db, event.photo_id, self._tag_id)  # the model's tags with the owner's edits applied
         return row is None
 
     @staticmethod
@@ -254,8 +283,7 @@ class SearchIndex:
         db.execute("INSERT INTO tag_search (rowid, tag) VALUES (?, ?)", (tag_id, tag))
         return tag_id  # type: ignore[return-value]
 
-    @staticmethod
-    def _upsert_upload(db: sqlite3.Connection, raw: bytes | None, timestamp: float | None) -> None:
+    def _upsert_upload(self, db: sqlite3.Connection, raw: bytes | None, timestamp: float | None) -> None:
         try:
             upload = parse_upload(raw, timestamp)
         except PermanentError as exc:
@@ -264,6 +292,7 @@ class SearchIndex:
             "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?)",
             (upload.photo_id, upload.url, upload.owner, upload.uploaded_at),
         )
+        edits.refresh(db, upload.photo_id, self._tag_id)  # the owner is known now: their edits apply
 
     def reset(self) -> None:
         """Forget everything: photos, uploads, dead letters and offsets (a new broker, or a rebuild)."""
@@ -276,6 +305,7 @@ class SearchIndex:
                 "uploads",
                 "dead_letters",
                 "offsets",
+                *edits.TABLES,
             ):
                 db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
@@ -345,6 +375,15 @@ class SearchIndex:
             (photo_id,),
         ).fetchone()
         return row[0]
+
+    def edited_photos(self) -> list[edits.PhotoLabels]:
+        """Every photo its owner edited, with what they said about it (the training side's edit log)."""
+        return edits.owner_labels(self._db)
+
+    def owner_of(self, photo_id: str) -> str | None:
+        """The owner the photo's upload names (None: no owner, or no upload indexed)."""
+        row = self._db.execute("SELECT owner FROM uploads WHERE photo_id = ?", (photo_id,)).fetchone()
+        return row[0] if row else None
 
     def counts(self) -> dict:
         """Photos (by model version) and dead letters (by error code)."""

@@ -9,6 +9,8 @@ the index, so the page never blocks the indexer.
 ``GET /api/recent``        the newest tagged photos
 ``GET /api/stats``         counters: photos by model version, throughput, latency, dead letters
 ``GET /thumbs/<id>.jpg``   a thumbnail, for photos uploaded as ``file://`` under the allowed roots
+``POST /api/edit``         an owner's tag edit ``{photo_id, owner, added, removed}``, published to
+                           ``photo-tag-edits`` (JSON bodies only, so no cross-site form can post one)
 ``GET /health``            200 once the page is up
 
 Thumbnails go through the worker's own fetch and decode (format allow-list, pixel and frame caps, from
@@ -26,10 +28,12 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 from PIL import ExifTags, Image
 
+from contracts.edits import MAX_EDIT_BYTES, EditRejected, edit_value
 from contracts.photos import ALLOWED_FORMATS, decode
 from contracts.records import PermanentError
 from search.counters import LiveCounters
@@ -61,8 +65,11 @@ class PageServer(ThreadingHTTPServer):
         settings: Settings | None = None,
         max_threads: int = MAX_REQUEST_THREADS,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
+        edits: EditSink | None = None,
     ) -> None:
         super().__init__(address, PageHandler)
+        self.edits = edits
+        self._edit_lock = threading.Lock()
         self.db_path = db_path
         self.counters = counters
         self.roots = [str(Path(r).resolve()) for r in roots]
@@ -114,6 +121,14 @@ def _thumb_size(data: bytes) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+class EditSink(Protocol):
+    """Where the page publishes edits: ``stream.clients.UploadPublisher`` on the edits topic."""
+
+    def send(self, key: str | bytes | None, value: bytes) -> None: ...
+
+    def flush(self, timeout_s: float = 30.0) -> None: ...
+
+
 class PageHandler(BaseHTTPRequestHandler):
     server: PageServer
 
@@ -137,6 +152,66 @@ class PageHandler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {url.path!r}"})
         except FileNotFoundError as exc:  # no index yet: the indexer has not written anything
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        if urllib.parse.urlsplit(self.path).path != "/api/edit":
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {self.path!r:.100}"})
+            return
+        if self.headers.get_content_type() != "application/json":
+            self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send the edit as application/json"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_EDIT_BYTES:
+            self._json(
+                HTTPStatus.BAD_REQUEST, {"error": f"an edit needs a Content-Length of 0..{MAX_EDIT_BYTES}"}
+            )
+            return
+        status, body = self._edit(self.rfile.read(length))
+        self._json(status, body)
+
+    def _edit(self, raw: bytes) -> tuple[HTTPStatus, dict]:
+        """Check an edit as the indexer will (a bad one never reaches the topic), then publish it."""
+        if self.server.edits is None:
+            return HTTPStatus.SERVICE_UNAVAILABLE, {
+                "error": "edits are off: this page was started without a broker"
+            }
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return HTTPStatus.BAD_REQUEST, {"error": "the body is not JSON"}
+        if not isinstance(data, dict):
+            return HTTPStatus.BAD_REQUEST, {"error": "the body must be a JSON object"}
+        photo_id, owner = data.get("photo_id"), data.get("owner")
+        index = SearchIndex(self.server.db_path, readonly=True)
+        try:
+            hit = index.photo(photo_id) if isinstance(photo_id, str) else None
+            photo_owner = index.owner_of(photo_id) if isinstance(photo_id, str) else None
+        finally:
+            index.close()
+        if hit is None:
+            return HTTPStatus.NOT_FOUND, {"error": f"no tagged photo {str(photo_id)[:100]!r} in the index"}
+        if photo_owner is not None and photo_owner != owner:
+            return HTTPStatus.FORBIDDEN, {"error": "only the photo's owner may edit its tags"}
+        try:
+            value = edit_value(
+                photo_id,
+                owner,
+                data.get("added", []),
+                data.get("removed", []),
+                hit.model_version,  # type: ignore[arg-type]
+            )
+        except (EditRejected, TypeError) as exc:
+            return HTTPStatus.BAD_REQUEST, {"error": getattr(exc, "detail", str(exc))}
+        try:
+            with self.server._edit_lock:  # one producer, shared by the request threads
+                self.server.edits.send(photo_id, value)
+                self.server.edits.flush(10.0)
+        except Exception as exc:  # noqa: BLE001 - the broker's failure, reported to the page
+            return HTTPStatus.BAD_GATEWAY, {"error": f"the edit was not published: {exc}"}
+        return HTTPStatus.ACCEPTED, {"published": orjson.loads(value)}
 
     def _api(self, path: str, params: dict[str, list[str]]) -> None:
         try:
@@ -202,10 +277,14 @@ def serve(
     settings: Settings | None = None,
     max_threads: int = MAX_REQUEST_THREADS,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
+    edits: EditSink | None = None,
 ) -> PageServer:
     """Start the page in a daemon thread; ``server.shutdown()`` stops it. ``settings`` gives the thumbnails
-    the worker's caps (bytes, pixels, frames; default: the defaults)."""
-    server = PageServer((bind, port), db_path, counters, roots, settings, max_threads, request_timeout_s)
+    the worker's caps (bytes, pixels, frames; default: the defaults); ``edits`` publishes owners' edits
+    (none: the page refuses them)."""
+    server = PageServer(
+        (bind, port), db_path, counters, roots, settings, max_threads, request_timeout_s, edits
+    )
     threading.Thread(target=server.serve_forever, name="search-page", daemon=True).start()
     return server
 
@@ -225,9 +304,15 @@ img{width:240px;height:180px;object-fit:cover;background:#333;display:block}
 figcaption code{font-size:11px;color:#bbb}
 .tag{display:inline-block;margin:2px;padding:1px 5px;border-radius:3px;font-size:12px;background:#2a5d8f}
 small{display:block;color:#999;margin-top:3px}
+.tag.edited{background:#2a7a4a}
+.rm{margin-left:4px;padding:0 3px;border:0;border-radius:2px;background:#0004;color:#eee;cursor:pointer;font-size:11px}
+form.add input{width:9em;font-size:12px;margin-top:4px;background:#333;color:#eee;border:1px solid #555;border-radius:3px}
+#owner{font-size:13px;padding:3px 6px;margin-left:1em;width:10em;background:#222;color:#eee;border:1px solid #555;border-radius:4px}
+body:not(.editing) .rm, body:not(.editing) form.add{display:none}
 </style>
 <h1>Darkroom search</h1>
 <input id="q" type="search" placeholder="search tags, e.g. beach sunset" autofocus autocomplete="off">
+<label>edit tags as owner <input id="owner" placeholder="your owner id" autocomplete="off"></label>
 <div id="stats">
   photos <b id="stat-photos">0</b> <span id="stat-versions"></span> ·
   throughput <b id="stat-throughput">0</b> tags/s ·
@@ -239,8 +324,22 @@ small{display:block;color:#999;margin-top:3px}
 <script>
 "use strict";
 const box = document.getElementById("q"), results = document.getElementById("results");
-const statusLine = document.getElementById("status");
+const statusLine = document.getElementById("status"), ownerBox = document.getElementById("owner");
 let seq = 0, timer = null;
+
+function editing() { document.body.classList.toggle("editing", ownerBox.value.trim() !== ""); }
+
+async function edit(photoId, added, removed) {
+  let resp, body;
+  try {
+    resp = await fetch("/api/edit", {method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({photo_id: photoId, owner: ownerBox.value.trim(), added: added, removed: removed})});
+    body = await resp.json();
+  } catch (err) { statusLine.textContent = "edit not sent: " + err.message; return; }
+  statusLine.textContent = resp.ok ? "edit of " + photoId + " sent; the index applies it in a moment"
+                                   : "edit refused: " + body.error;
+  for (const ms of [800, 2000, 5000]) setTimeout(refresh, ms);  // the indexer applies it within a moment
+}
 
 function card(photo) {
   const fig = document.createElement("figure");
@@ -256,8 +355,27 @@ function card(photo) {
     const span = document.createElement("span");
     span.className = "tag";
     span.textContent = t.tag + " " + t.score.toFixed(2);
+    if (t.edited) span.classList.add("edited");
+    const rm = document.createElement("button");
+    rm.className = "rm";
+    rm.type = "button";
+    rm.title = "remove this tag from the photo";
+    rm.textContent = "\u00d7";
+    rm.addEventListener("click", () => edit(photo.photo_id, [], [t.tag]));
+    span.appendChild(rm);
     cap.appendChild(span);
   }
+  const form = document.createElement("form");
+  form.className = "add";
+  const input = document.createElement("input");
+  input.placeholder = "add a tag";
+  input.maxLength = 128;
+  form.appendChild(input);
+  form.addEventListener("submit", e => {
+    e.preventDefault();
+    if (input.value.trim()) edit(photo.photo_id, [input.value.trim()], []);
+  });
+  cap.appendChild(form);
   const id = document.createElement("small");
   const code = document.createElement("code");
   code.textContent = photo.photo_id;
@@ -303,7 +421,14 @@ async function stats() {
 
 box.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 150); });
 box.addEventListener("keydown", e => { if (e.key === "Enter") { clearTimeout(timer); refresh(); } });
-setInterval(() => { stats(); if (!box.value.trim()) refresh(); }, 2000);
+ownerBox.value = localStorage.getItem("darkroom-owner") || "";
+ownerBox.addEventListener("input", () => { localStorage.setItem("darkroom-owner", ownerBox.value.trim()); editing(); });
+editing();
+setInterval(() => {
+  stats();
+  const typing = document.activeElement && document.activeElement.closest("form.add");
+  if (!box.value.trim() && !typing) refresh();  // never redraw the card whose tag is being typed
+}, 2000);
 stats(); refresh();
 </script>
 </html>

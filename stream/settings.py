@@ -65,6 +65,18 @@ class Settings:
     dlq_topic: str = field(default=topics.DLQ, metadata={"env": "DARKROOM_DLQ_TOPIC"})
     #: the topic of a shadow (candidate) model version's tag events, never indexed (docs/rollout.md)
     shadow_tags_topic: str = field(default=topics.SHADOW_TAGS, metadata={"env": "DARKROOM_SHADOW_TAGS_TOPIC"})
+    #: the topic of users' tag edits (the search page and ``darkroom edit`` write it, the indexer applies it)
+    edits_topic: str = field(default=topics.EDITS, metadata={"env": "DARKROOM_EDITS_TOPIC"})
+    #: where the indexer dead-letters edits it refuses (malformed, rate-limited, someone else's photo)
+    edits_dlq_topic: str = field(default=topics.EDITS_DLQ, metadata={"env": "DARKROOM_EDITS_DLQ_TOPIC"})
+    #: edits one owner may make per ``edit_rate_window_s`` (by the records' timestamps); more are
+    #: dead-lettered ``rate_limited``
+    edit_rate_limit: int = field(default=600, metadata={"env": "DARKROOM_EDIT_RATE_LIMIT"})
+    #: the window of ``edit_rate_limit``, seconds
+    edit_rate_window_s: float = field(default=3600.0, metadata={"env": "DARKROOM_EDIT_RATE_WINDOW_S"})
+    #: distinct owners who must make the same correction of a tag (add it, or remove it) before it enters
+    #: global training; below that an edit changes only its owner's own photos
+    edit_votes: int = field(default=3, metadata={"env": "DARKROOM_EDIT_VOTES"})
     #: the workers' consumer group
     group_id: str = field(default="darkroom-tagger", metadata={"env": "DARKROOM_GROUP_ID"})
     #: Triton's gRPC endpoint, host:port
@@ -173,7 +185,8 @@ class Settings:
         if not 1 <= self.web_port <= 65535:
             raise SettingsError(f"DARKROOM_WEB_PORT must be 1..65535, got {self.web_port}")
         for name in ("batch_size", "pipeline_depth", "infer_batch_size", "decode_threads", "fetch_attempts",
-                     "max_frames", "max_abandoned_decodes", "model_error_attempts", "shadow_queue"):  # fmt: skip
+                     "max_frames", "max_abandoned_decodes", "model_error_attempts", "shadow_queue",
+                     "edit_rate_limit", "edit_votes"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.fetch_keepalive_s < 0:
@@ -183,7 +196,8 @@ class Settings:
         if self.batch_window_s < 0:
             raise SettingsError(f"DARKROOM_BATCH_WINDOW_S must be >= 0, got {self.batch_window_s}")
         for name in ("fetch_timeout_s", "decode_timeout_s", "triton_timeout_s", "drain_timeout_s",
-                     "rebalance_grace_s", "rebalance_timeout_s", "shadow_timeout_s", "rollout_refresh_s"):  # fmt: skip
+                     "rebalance_grace_s", "rebalance_timeout_s", "shadow_timeout_s", "rollout_refresh_s",
+                     "edit_rate_window_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be > 0, got {getattr(self, name)}")
         if (
