@@ -243,7 +243,7 @@ def cmd_model(args: argparse.Namespace) -> int:
         from trainer.general.model import build_general_model
 
         try:
-            version = build_general_model(args.repo, target=args.target)
+            version = build_general_model(args.repo, target=args.target, backend=args.backend)
         except ValueError as exc:
             console.print(f"[red]error:[/] {exc}")
             return 2
@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--target", choices=("cpu", "gpu"), default="cpu", help="with --general: gpu adds a TensorRT plan"
     )
+    model.add_argument("--backend", choices=("python", "onnxruntime"), default="python",
+                       help="with --general --target cpu: python (the embedded server) or onnxruntime "
+                       "(NGC Triton's ONNX Runtime backend, the Kubernetes cpu overlay)")  # fmt: skip
     model.add_argument("--workdir", type=Path, default=Path("data/synthetic"))
     model.add_argument("--quick", action="store_true", help="smaller data and fewer epochs (tests)")
     model.add_argument("--seed", type=int, default=0)

@@ -47,8 +47,11 @@ def general_checkpoint(vocab_dir: Path = vocabulary.DATA, weights: Path | None =
     }
 
 
-def build_general_model(repo: Path, target: str = "cpu", name: str = "tagger") -> Path:
-    """Write the general tagger as version N+1 of model ``name`` in ``repo``; its version folder."""
+def build_general_model(
+    repo: Path, target: str = "cpu", name: str = "tagger", backend: str = "python"
+) -> Path:
+    """Write the general tagger as version N+1 of model ``name`` in ``repo``; its version folder.
+    ``backend`` (cpu only): ``python`` for the embedded server, ``onnxruntime`` for NGC Triton's backend."""
     from trainer.export import write_version
 
-    return write_version(repo, general_checkpoint(), name=name, target=target)
+    return write_version(repo, general_checkpoint(), name=name, target=target, backend=backend)
