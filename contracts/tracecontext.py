@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,10 @@ MAX_DLQ_HEADERS = 64
 MAX_DLQ_HEADER_BYTES = 32 * 1024
 #: Set on a dead letter when some of the original headers were over those bounds: how many were left out.
 DROPPED_HEADERS = "darkroom-dropped-headers"
+#: A dead letter names an original header whose name is not UTF-8 (a Kafka client reads that as a broken
+#: record) by this prefix and the raw name percent-encoded: ``original_header_name`` gives the bytes back.
+QUOTED_HEADER_PREFIX = "darkroom-quoted-header-name:"
+_QUOTE_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 #: The spec's bounds on ``tracestate``: at most 32 list members; a propagator should keep at least 512
 #: characters and, over that, may drop members longer than 128 characters (we drop those, last first).
 MAX_TRACESTATE_MEMBERS = 32
@@ -173,7 +178,8 @@ def dead_letter_headers(
     for name, value in _pairs(original, lower=False):
         if name.lower() in (TRACEPARENT, TRACESTATE):
             continue  # replaced by the worker's span below
-        size = len(name.encode("utf-8", "replace")) + (len(value) if value is not None else 0)
+        name = dead_letter_header_name(name)  # valid UTF-8 (a name that was not is quoted)
+        size = len(name.encode("utf-8")) + (len(value) if value is not None else 0)
         if len(kept) >= MAX_DLQ_HEADERS or size > room:
             dropped += 1
             continue
@@ -182,6 +188,30 @@ def dead_letter_headers(
     if dropped:
         kept.append((DROPPED_HEADERS, str(dropped).encode()))
     return kept + own
+
+
+def dead_letter_header_name(name: str) -> str:
+    """``name`` as a dead letter carries it: itself when it is valid UTF-8 and does not start with the prefix, else
+    ``QUOTED_HEADER_PREFIX`` and its raw bytes (a name read with ``surrogateescape`` carries them as lone
+    surrogates) percent-encoded. Always valid UTF-8, so every Kafka client can read the dead letter."""
+    if not name.startswith(QUOTED_HEADER_PREFIX):
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:
+            pass
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte: its own (invalid) UTF-8 bytes
+        raw = name.encode("utf-8", "surrogatepass")
+    return QUOTED_HEADER_PREFIX + urllib.parse.quote_from_bytes(raw, safe=_QUOTE_SAFE)
+
+
+def original_header_name(name: str) -> bytes:
+    """The raw bytes of the original header name a dead letter's header ``name`` stands for."""
+    if name.startswith(QUOTED_HEADER_PREFIX):
+        return urllib.parse.unquote_to_bytes(name[len(QUOTED_HEADER_PREFIX) :])
+    return name.encode("utf-8")
 
 
 def _pairs(headers: Iterable[tuple[Any, Any]] | None, lower: bool = True) -> list[tuple[str, bytes | None]]:
@@ -196,7 +226,7 @@ def _pairs(headers: Iterable[tuple[Any, Any]] | None, lower: bool = True) -> lis
                 continue
             name, value = item
             if isinstance(name, bytes | bytearray):
-                name = bytes(name).decode("utf-8", "replace")
+                name = bytes(name).decode("utf-8", "surrogateescape")  # the raw bytes stay recoverable
             if not isinstance(name, str):
                 continue
             if isinstance(value, str):

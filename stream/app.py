@@ -10,6 +10,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from stream.kafka_security import faust_credentials
 from stream.settings import Settings
+from stream.tolerant_records import install as install_tolerant_records
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class TaggerApp(faust.App):
 
 def create_app(settings: Settings) -> tuple[faust.App, AppTopics]:
     """Build the worker's app and its three topics from ``settings`` (no I/O happens here)."""
+    install_tolerant_records()  # a header name that is not UTF-8 must not stop the fetch (raises if it can't)
     app = TaggerApp(
         settings.group_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()],
