@@ -625,8 +625,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("no shadow version configured; give --shadow VERSION")
     c = _compare_window(ctx, args, shadow)
     print_comparison(c)
-    if args.json:
-        args.json.write_text(json.dumps(c.summary(), indent=1) + "\n")
+    if args.json:  # replaced atomically: the search page's rollout panel may be reading it
+        partial = args.json.with_name(args.json.name + ".partial")
+        partial.write_text(json.dumps(c.summary(), indent=1) + "\n")
+        partial.replace(args.json)
     if args.html:
         write_html(c, args.html, args.file_root or [Path.cwd()])
         console.print(f"report: {args.html.resolve()}")
