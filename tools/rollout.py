@@ -24,6 +24,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from contracts.helpformat import DefaultsHelpFormatter
 from contracts.records import parse_rfc3339
 from contracts.rollout import Rollout
 from stream.settings import Settings, SettingsError
@@ -700,7 +701,11 @@ def _common(parser: argparse.ArgumentParser, window: bool) -> None:
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"darkroom {command}", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog=f"darkroom {command}",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
     if command == "shadow":
         p.add_argument("version", nargs="?", help="the candidate version to shadow the live one")
         p.add_argument("--live", help="the live version (default: as configured, else the newest other)")
