@@ -183,6 +183,10 @@ def test_shadow_then_rollback_are_logged_with_the_state_before_and_after(tmp_pat
 def test_the_html_report_shows_thumbnails_only_of_photos_under_the_file_roots(tmp_path: Path) -> None:
     from PIL import Image
 
+    from contracts.edits import edit_value
+    from tools.edit_agreement import corrections
+    from tools.triton_metrics import version_costs
+
     inside, outside = tmp_path / "photos", tmp_path / "elsewhere"
     inside.mkdir()
     outside.mkdir()
@@ -194,13 +198,18 @@ def test_the_html_report_shows_thumbnails_only_of_photos_under_the_file_roots(tm
         event("c", "1", ["dog"], url="http://169.254.169.254/latest/<script>"),
     ]
     shadow = [event(pid, "2", ["cat"]) for pid in "abc"]
-    c = compare(live, shadow, "1", "2")
+    fixes, _ = corrections([edit_value("a", "o", added=["<b>pup</b>"], removed=["dog"])])
+    c = compare(live, shadow, "1", "2", edits=fixes)
+    c.costs = version_costs(TRITON_METRICS, "tagger", ["1", "2"])
     out = tmp_path / "report.html"
     rollout.write_html(c, out, [inside])
     text = out.read_text()
     assert text.count("data:image/jpeg;base64,") == 1
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "only v1: dog" in text and "only v2: cat" in text
+    assert "owners' edits (1 edited photos)" in text
+    assert "<tr><td>v1</td><td>0.000</td><td>0.000</td><td>1/1</td><td>1/1</td></tr>" in text
+    assert "<tr><td>v2</td><td>0.500</td><td>0.000</td><td>0/1</td><td>1/1</td></tr>" in text
 
 
 # -- owners' edits and Triton's per-version costs ----------------------------------------------------------

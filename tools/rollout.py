@@ -367,8 +367,8 @@ def print_comparison(c: Comparison, top_tags: int = 15) -> None:
         for col in ("version", "agreement", "recall of added", "removed still emitted", "added missed"):
             edits.add_column(col, justify="right")
         for version, e in c.edits.items():
-            edits.add_row(f"v{version}", f"{e.agreement:.3f}", f"{e.recall:.3f}", f"{e.false_positives}/{e.removed}",
-                          f"{e.false_negatives}/{e.added}")  # fmt: skip
+            edits.add_row(f"v{version}", f"{e.agreement:.3f}", f"{e.recall:.3f}",
+                          f"{e.false_positives}/{e.removed}", f"{e.false_negatives}/{e.added}")  # fmt: skip
         console.print(edits)
     else:
         console.print("no compared photo has an owner's edit")
@@ -390,8 +390,7 @@ def _costs_table(c: Comparison) -> Table:
         table.add_column(col, justify="right")
     for version, q in c.costs.items():
         table.add_row(f"v{version}", _ms(q["request_p50_us"]), _ms(q["request_p99_us"]), _per_image(q),
-                      f"{q['images']:.0f}",
-                      f"{q['requests']:.0f}")  # fmt: skip
+                      f"{q['images']:.0f}", f"{q['requests']:.0f}")  # fmt: skip
     return table
 
 
