@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder whose file:// photos the page may show as thumbnails (repeatable; default: cwd)",
     )
     parser.add_argument(
+        "--compare-json",
+        type=Path,
+        help="the page's rollout panel shows this `darkroom compare --json` summary (rewrite it on a schedule)",
+    )
+    parser.add_argument(
         "--topic-wait", type=float, default=30.0, help="seconds to wait for the topics to exist"
     )
     return parser
@@ -112,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             from stream.clients import UploadPublisher
 
             edits = UploadPublisher(settings.kafka_bootstrap, settings.edits_topic, settings)
-            server = serve(db_path, counters, args.web_bind, args.web_port, roots, settings, edits=edits)
+            server = serve(db_path, counters, args.web_bind, args.web_port, roots, settings, edits=edits,
+                           compare_path=args.compare_json)  # fmt: skip
         except OSError as exc:
             console.print(f"[red]error:[/] cannot serve the page on {args.web_bind}:{args.web_port}: {escape(str(exc))}; "
                           "pick another --web-port")  # fmt: skip

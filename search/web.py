@@ -8,6 +8,8 @@ the index, so the page never blocks the indexer.
 ``GET /api/search?q=...``  ranked photos for a query (``limit`` optional)
 ``GET /api/recent``        the newest tagged photos
 ``GET /api/stats``         counters: photos by model version, throughput, latency, dead letters
+``GET /api/compare``       the latest ``darkroom compare --json`` summary, for the rollout panel
+                           (search/compare_panel.py; 404 when the page was started without one)
 ``GET /thumbs/<id>.jpg``   a thumbnail, for photos uploaded as ``file://`` under the allowed roots
 ``POST /api/edit``         an owner's tag edit ``{photo_id, owner, added, removed}``, published to
                            ``photo-tag-edits`` (JSON bodies only, so no cross-site form can post one)
@@ -36,6 +38,7 @@ from PIL import ExifTags, Image
 from contracts.edits import MAX_EDIT_BYTES, EditRejected, edit_value
 from contracts.photos import ALLOWED_FORMATS, decode
 from contracts.records import PermanentError
+from search.compare_panel import PanelError, panel
 from search.counters import LiveCounters
 from search.store import SearchIndex
 from stream.fetch import fetch
@@ -66,8 +69,10 @@ class PageServer(ThreadingHTTPServer):
         max_threads: int = MAX_REQUEST_THREADS,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         edits: EditSink | None = None,
+        compare_path: Path | None = None,
     ) -> None:
         super().__init__(address, PageHandler)
+        self.compare_path = compare_path
         self.edits = edits
         self._edit_lock = threading.Lock()
         self.db_path = db_path
@@ -214,6 +219,9 @@ class PageHandler(BaseHTTPRequestHandler):
         return HTTPStatus.ACCEPTED, {"published": orjson.loads(value)}
 
     def _api(self, path: str, params: dict[str, list[str]]) -> None:
+        if path == "/api/compare":
+            self._compare()
+            return
         try:
             limit = int(params.get("limit", ["24"])[0])
         except ValueError:
@@ -234,6 +242,19 @@ class PageHandler(BaseHTTPRequestHandler):
                 return
         finally:
             index.close()
+        self._json(HTTPStatus.OK, body)
+
+    def _compare(self) -> None:
+        if self.server.compare_path is None:
+            self._json(
+                HTTPStatus.NOT_FOUND, {"error": "no compare summary: start the page with --compare-json"}
+            )
+            return
+        try:
+            body = panel(self.server.compare_path)
+        except PanelError as exc:
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
+            return
         self._json(HTTPStatus.OK, body)
 
     def _thumb(self, photo_id: str) -> None:
@@ -278,12 +299,13 @@ def serve(
     max_threads: int = MAX_REQUEST_THREADS,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     edits: EditSink | None = None,
+    compare_path: Path | None = None,
 ) -> PageServer:
     """Start the page in a daemon thread; ``server.shutdown()`` stops it. ``settings`` gives the thumbnails
     the worker's caps (bytes, pixels, frames; default: the defaults); ``edits`` publishes owners' edits
-    (none: the page refuses them)."""
+    (none: the page refuses them); ``compare_path`` is the summary the rollout panel shows (none: no panel)."""
     server = PageServer(
-        (bind, port), db_path, counters, roots, settings, max_threads, request_timeout_s, edits
+        (bind, port), db_path, counters, roots, settings, max_threads, request_timeout_s, edits, compare_path
     )
     threading.Thread(target=server.serve_forever, name="search-page", daemon=True).start()
     return server
@@ -309,6 +331,9 @@ small{display:block;color:#999;margin-top:3px}
 form.add input{width:9em;font-size:12px;margin-top:4px;background:#333;color:#eee;border:1px solid #555;border-radius:3px}
 #owner{font-size:13px;padding:3px 6px;margin-left:1em;width:10em;background:#222;color:#eee;border:1px solid #555;border-radius:4px}
 body:not(.editing) .rm, body:not(.editing) form.add{display:none}
+#compare{margin:.6em 0 1em;padding:.5em .8em;background:#1b1b1b;border-radius:4px;color:#ccc}
+#compare h2{font-size:15px;margin:0 0 .4em}#compare table{border-collapse:collapse;margin:.3em 0}
+#compare td,#compare th{padding:1px 8px;text-align:right}#compare td:first-child,#compare th:first-child{text-align:left}
 </style>
 <h1>Darkroom search</h1>
 <input id="q" type="search" placeholder="search tags, e.g. beach sunset" autofocus autocomplete="off">
@@ -319,6 +344,11 @@ body:not(.editing) .rm, body:not(.editing) form.add{display:none}
   latency p50 <b id="stat-p50">–</b> p95 <b id="stat-p95">–</b> ms ·
   dead letters <b id="stat-dlq">0</b>
 </div>
+<section id="compare" hidden>
+  <h2 id="compare-head"></h2><div id="compare-line"></div>
+  <table id="compare-tags"><thead><tr><th>tag</th><th>live rate</th><th>shadow rate</th><th>agreement</th></tr></thead><tbody></tbody></table>
+  <table id="compare-disagree"><thead><tr><th>photo</th><th>Jaccard</th><th>only live</th><th>only shadow</th></tr></thead><tbody></tbody></table>
+</section>
 <div id="status">newest tagged uploads</div>
 <main id="results" data-query=""></main>
 <script>
@@ -419,6 +449,43 @@ async function stats() {
   } catch (err) { /* the next tick retries */ }
 }
 
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
+  return tr;
+}
+
+async function comparePanel() {
+  const section = document.getElementById("compare");
+  let c;
+  try {
+    const resp = await fetch("/api/compare");
+    if (resp.status === 404) { section.hidden = true; return; }  // started without a summary
+    c = await resp.json();
+    if (!resp.ok) throw new Error(c.error || resp.status);
+  } catch (err) {
+    section.hidden = false;
+    document.getElementById("compare-head").textContent = "rollout: " + err.message;
+    return;
+  }
+  const ms = us => us ? (us / 1000).toFixed(1) + " ms" : "\u2013";
+  document.getElementById("compare-head").textContent =
+    "rollout: live v" + c.live_version + " vs shadow v" + c.shadow_version + " \u00b7 " + c.compared +
+    " photos compared \u00b7 agreement " + c.agreement.toFixed(3) + " \u00b7 written " + Math.round(c.age_s) + " s ago";
+  const parts = ["without a shadow event " + (100 * c.shadow_missing).toFixed(1) + " %"];
+  if (c.edited) parts.push("owners' edits (" + c.edited + " photos): " +
+    Object.entries(c.edits).map(([v, a]) => "v" + v + " " + a.toFixed(3)).join(", "));
+  for (const [v, q] of Object.entries(c.costs))
+    parts.push("v" + v + " request p50 " + ms(q.request_p50_us) + ", p99 " + ms(q.request_p99_us) +
+               ", compute " + (q.compute_us_per_image ? q.compute_us_per_image.toFixed(0) + " \u00b5s/image" : "\u2013"));
+  document.getElementById("compare-line").textContent = parts.join(" \u00b7 ");
+  document.querySelector("#compare-tags tbody").replaceChildren(...c.tags.map(t =>
+    row([t.tag, t.live_rate.toFixed(3), t.shadow_rate.toFixed(3), t.agreement.toFixed(3)])));
+  document.querySelector("#compare-disagree tbody").replaceChildren(...c.disagreements.map(d =>
+    row([d.photo_id, d.jaccard.toFixed(2), d.only_live.join(", ") || "\u2013", d.only_shadow.join(", ") || "\u2013"])));
+  section.hidden = false;
+}
+
 box.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 150); });
 box.addEventListener("keydown", e => { if (e.key === "Enter") { clearTimeout(timer); refresh(); } });
 ownerBox.value = localStorage.getItem("darkroom-owner") || "";
@@ -429,7 +496,8 @@ setInterval(() => {
   const typing = document.activeElement && document.activeElement.closest("form.add");
   if (!box.value.trim() && !typing) refresh();  // never redraw the card whose tag is being typed
 }, 2000);
-stats(); refresh();
+setInterval(comparePanel, 10000);  // the summary changes when `darkroom compare` runs again
+stats(); refresh(); comparePanel();
 </script>
 </html>
 """

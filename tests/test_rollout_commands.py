@@ -11,7 +11,7 @@ import pytest
 
 from contracts.rollout import Rollout
 from tools import rollout
-from tools.rollout import Gates, check_gates, compare, parse_tag_event
+from tools.rollout import Comparison, Gates, check_gates, compare, parse_tag_event
 
 
 def event(
@@ -183,6 +183,10 @@ def test_shadow_then_rollback_are_logged_with_the_state_before_and_after(tmp_pat
 def test_the_html_report_shows_thumbnails_only_of_photos_under_the_file_roots(tmp_path: Path) -> None:
     from PIL import Image
 
+    from contracts.edits import edit_value
+    from tools.edit_agreement import corrections
+    from tools.triton_metrics import version_costs
+
     inside, outside = tmp_path / "photos", tmp_path / "elsewhere"
     inside.mkdir()
     outside.mkdir()
@@ -194,10 +198,121 @@ def test_the_html_report_shows_thumbnails_only_of_photos_under_the_file_roots(tm
         event("c", "1", ["dog"], url="http://169.254.169.254/latest/<script>"),
     ]
     shadow = [event(pid, "2", ["cat"]) for pid in "abc"]
-    c = compare(live, shadow, "1", "2")
+    fixes, _ = corrections([edit_value("a", "o", added=["<b>pup</b>"], removed=["dog"])])
+    c = compare(live, shadow, "1", "2", edits=fixes)
+    c.costs = version_costs(TRITON_METRICS, "tagger", ["1", "2"])
     out = tmp_path / "report.html"
     rollout.write_html(c, out, [inside])
     text = out.read_text()
     assert text.count("data:image/jpeg;base64,") == 1
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "only v1: dog" in text and "only v2: cat" in text
+    assert "owners' edits (1 edited photos)" in text
+    assert "<tr><td>v1</td><td>0.000</td><td>0.000</td><td>1/1</td><td>1/1</td></tr>" in text
+    assert "<tr><td>v2</td><td>0.500</td><td>0.000</td><td>0/1</td><td>1/1</td></tr>" in text
+
+
+# -- owners' edits and Triton's per-version costs ----------------------------------------------------------
+def test_each_version_is_scored_against_the_owners_corrections() -> None:
+    from contracts.edits import edit_value
+    from tools.edit_agreement import corrections
+
+    live = [event("a", "1", ["dog", "sky"]), event("b", "1", ["cat"]), event("c", "1", ["sea"])]
+    shadow = [event("a", "2", ["sky", "puppy"]), event("b", "2", ["dog"]), event("c", "2", ["sea"])]
+    edits = [
+        edit_value("a", "ann", added=["puppy"], removed=["dog"], model_version=1),
+        edit_value("b", "bob", added=["dog", "Grass"], removed=["cat"], model_version=1),
+        edit_value("b", "bob", removed=["grass"], model_version=1),  # a later edit wins the tag
+        edit_value("z", "zoe", added=["x"]),  # no compared photo
+        b"not an edit",
+        b'{"photo_id": "a", "owner": "ann"}',  # no change: skipped as the indexer dead-letters it
+    ]
+    fixes, skipped = corrections(edits)
+    assert skipped == 2 and fixes["b"].added == {"dog"} and fixes["b"].removed == {"cat", "grass"}
+    c = compare(live, shadow, "1", "2", edits=fixes)
+    assert c.edited == 2  # a and b; c has no edit
+    one, two = c.edits["1"], c.edits["2"]
+    # live: a emits removed dog (FP), misses puppy (FN); b misses dog (FN), emits removed cat (FP)
+    assert (one.added, one.removed, one.false_positives, one.false_negatives) == (2, 3, 2, 2)
+    assert one.agreement == pytest.approx(1 / 5) and one.recall == 0.0
+    assert (two.false_positives, two.false_negatives, two.agreement, two.recall) == (0, 0, 1.0, 1.0)
+    assert c.summary()["edits"]["2"]["agreement"] == 1.0 and c.summary()["edited"] == 2
+
+
+def _edited(n: int, shadow_tags: list[str]) -> Comparison:
+    """Live tags every photo "sky, dog"; owners remove "dog" from every third photo and confirm it (add it)
+    on the next one."""
+    from contracts.edits import edit_value
+    from tools.edit_agreement import corrections
+
+    live, shadow = _stream(n, lambda i: ["sky", "dog"], lambda i: shadow_tags)
+    edits = [edit_value(f"p{i}", "o", removed=["dog"]) for i in range(0, n, 3)]
+    edits += [edit_value(f"p{i}", "o", added=["dog"]) for i in range(1, n, 3)]
+    return compare(live, shadow, "1", "2", edits=corrections(edits)[0])
+
+
+def test_the_edits_gate_passes_a_shadow_as_good_on_edited_photos_and_skips_too_few() -> None:
+    same = _edited(300, ["sky", "dog"])
+    assert same.edited == 200 and same.edits["1"].agreement == same.edits["2"].agreement == 0.5
+    assert {g.name: g for g in check_gates(same, Gates())}["owners' edits: agreement change"].passed
+    traded = _edited(30, ["sky"])  # right where owners removed dog, wrong where they kept it: still 0.5
+    assert (traded.edits["2"].agreement, traded.edits["2"].recall, traded.edits["1"].recall) == (
+        0.5,
+        0.0,
+        1.0,
+    )
+    gate = {g.name: g for g in check_gates(traded, Gates(min_edited=21))}["owners' edits: agreement change"]
+    assert gate.passed and gate.detail == "not checked: 20 edited photos < 21"
+
+
+def test_the_edits_gate_fails_when_the_shadow_undoes_owners_corrections() -> None:
+    from contracts.edits import edit_value
+    from tools.edit_agreement import corrections
+
+    live, shadow = _stream(100, lambda i: ["sky"], lambda i: ["sky", "dog"])  # the shadow adds "dog" back
+    fixes, _ = corrections([edit_value(f"p{i}", "o", removed=["dog"]) for i in range(40)])
+    c = compare(live, shadow, "1", "2", edits=fixes)
+    gate = {g.name: g for g in check_gates(c, Gates())}["owners' edits: agreement change"]
+    assert not gate.passed and gate.value == -1.0 and gate.detail == "40 edited photos"
+    assert c.edits["2"].false_positives == 40
+
+
+TRITON_METRICS = """# HELP nv_inference_request_success Number of successful inference requests
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="tagger",version="3"} 40
+nv_inference_request_success{model="tagger",version="4"} 10
+nv_inference_request_success{model="other",version="4"} 99
+# TYPE nv_inference_count counter
+nv_inference_count{model="tagger",version="3"} 320
+nv_inference_count{model="tagger",version="4"} 80
+# TYPE nv_inference_compute_infer_duration_us counter
+nv_inference_compute_infer_duration_us{model="tagger",version="3"} 640000
+nv_inference_compute_infer_duration_us{model="tagger",version="4"} 400000
+# TYPE nv_inference_request_summary_us summary
+nv_inference_request_summary_us_count{model="tagger",version="3"} 40
+nv_inference_request_summary_us_sum{model="tagger",version="3"} 800000
+nv_inference_request_summary_us{model="tagger",version="3",quantile="0.5"} 18000
+nv_inference_request_summary_us{model="tagger",version="3",quantile="0.99"} 41000
+nv_inference_request_summary_us{model="tagger",version="4",quantile="0.5"} NaN
+"""
+
+
+def test_triton_metrics_give_each_version_its_request_duration_and_compute_per_image() -> None:
+    from tools.triton_metrics import version_costs
+
+    costs = version_costs(TRITON_METRICS, "tagger", ["3", "4", "9"])
+    assert costs["3"] == {"request_p50_us": 18000.0, "request_p99_us": 41000.0, "compute_us_per_image": 2000.0,
+                          "images": 320.0, "requests": 40.0}  # fmt: skip
+    assert costs["4"]["compute_us_per_image"] == 5000.0 and costs["4"]["request_p50_us"] is None
+    assert costs["9"]["compute_us_per_image"] is None and costs["9"]["images"] == 0
+    with pytest.raises(ValueError, match="not a Prometheus metrics page"):
+        version_costs('nv_inference_count{model="tagger" 1 2 3 {', "tagger", ["3"])
+
+
+def test_compare_refuses_a_metrics_url_that_is_not_http(tmp_path: Path) -> None:
+    from tools.triton_metrics import scrape
+
+    with pytest.raises(ValueError, match="not an http"):
+        scrape("file:///etc/passwd")
+    with pytest.raises(ValueError, match="cannot read Triton's metrics"):
+        scrape("http://127.0.0.1:1/metrics")

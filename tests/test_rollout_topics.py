@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 
+from contracts.edits import edit_value
 from contracts.records import rfc3339
 from contracts.rollout import Rollout
 from stream.settings import Settings
@@ -87,6 +88,12 @@ def test_compare_reads_every_event_of_the_window(broker: str, tmp_path: Path) ->
             value=_event(f"cmp-{i}", "4", shadow, now + i / 100 + 0.01, True),
         )
         producer.poll(0)
+    # owners add "dog" to 40 photos the shadow tags "dog" (the live version only to every other one)
+    for i in range(0, 80, 2):
+        producer.produce(
+            settings.edits_topic, key=f"cmp-{i}", value=edit_value(f"cmp-{i}", "o", ["dog"], [], 3)
+        )
+    producer.produce(settings.edits_topic, key="cmp-1", value=b"not an edit")
     assert producer.flush(30) == 0
     out = tmp_path / "compare.json"
     argv = ["--repo", str(model_dir.parent), "--bootstrap", broker, "--minutes", "10", "--json", str(out)]
@@ -96,3 +103,5 @@ def test_compare_reads_every_event_of_the_window(broker: str, tmp_path: Path) ->
     dog = report["tags"]["dog"]
     assert (dog["live"], dog["shadow"], dog["both"]) == (65, 129, 65)
     assert report["agreement"] == (n - (129 - 65) / 2) / n  # photos with only the shadow's dog agree 1/2
+    assert report["edited"] == 40 and report["edits_skipped"] == 1
+    assert report["edits"]["3"]["agreement"] == 0.5 and report["edits"]["4"]["agreement"] == 1.0

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from contracts.helpformat import DefaultsHelpFormatter
 from stream.settings import Settings, SettingsError
 
 console = Console()
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tools.rollout import parse_tag_event, read_window
 
-    parser = argparse.ArgumentParser(prog="darkroom drift", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="darkroom drift", description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+    )
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: DARKROOM_KAFKA_BOOTSTRAP)")
     parser.add_argument("--hours", type=float, default=24.0, help="the window: the last N hours")
     parser.add_argument("--bucket-minutes", type=float, default=60.0)

@@ -259,6 +259,7 @@ class Stack:
             f"--metrics-port={self.ports.triton_metrics}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
+            "--metrics-config=summary_latencies=true",  # per-version p50/p99 for `darkroom compare`
             "--log-verbose=0",
             "--exit-on-error=true",
             "--strict-readiness=true",

@@ -24,10 +24,13 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from contracts.helpformat import DefaultsHelpFormatter
 from contracts.records import parse_rfc3339
 from contracts.rollout import Rollout
 from stream.settings import Settings, SettingsError
 from stream.shadow import in_shadow
+from tools.edit_agreement import Corrections, EditScore, corrections, score
+from tools.triton_metrics import scrape, version_costs
 from trainer.rollout import apply_rollout, rollout_of
 
 console = Console()
@@ -168,6 +171,16 @@ class Comparison:
     latency: dict[str, dict[str, float]]  # per version: end-to-end (upload → tag event) p50/p99, seconds
     shadow_delay: dict[str, float]  # shadow event after the live one, p50/p99, seconds
     skipped: int = 0  # values in the window that are not tag events
+    #: per version, agreement with owners' corrections on the compared photos they edited
+    edits: dict[str, EditScore] = field(default_factory=dict)
+    edits_skipped: int = 0  # values of the edits topic that are not valid edits
+    #: per version, request duration and compute cost from Triton's metrics (tools/triton_metrics.py)
+    costs: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    @property
+    def edited(self) -> int:
+        """Compared photos an owner corrected."""
+        return self.edits[self.live_version].photos if self.edits else 0
 
     @property
     def shadow_missing(self) -> float:
@@ -180,6 +193,8 @@ class Comparison:
     def summary(self) -> dict:
         data = asdict(self)
         data["shadow_missing"] = self.shadow_missing
+        data["edited"] = self.edited
+        data["edits"] = {v: e.to_json() for v, e in self.edits.items()}
         data["tags"] = {
             t: {**asdict(s), "agreement": s.agreement, "live_rate": self.rate(t, "live"),
                 "shadow_rate": self.rate(t, "shadow")}
@@ -210,10 +225,12 @@ def compare(
     shadow_version: str,
     fraction: float = 1.0,
     until: float | None = None,
+    edits: dict[str, Corrections] | None = None,
 ) -> Comparison:
     """Compare the two versions on the photos both tagged (the last event per photo and version counts:
     redelivered events carry the same tags). Live events tagged after ``until`` (POSIX seconds) are not
-    expected to have their shadow event yet, so they are left out of the comparison."""
+    expected to have their shadow event yet, so they are left out of the comparison. Compared photos with
+    owners' corrections in ``edits`` score each version against them."""
     skipped = 0
     live: dict[str, TagEvent] = {}
     shadow: dict[str, TagEvent] = {}
@@ -230,7 +247,12 @@ def compare(
     pairs = [(live[pid], shadow[pid]) for pid in selected if pid in shadow]
     tags: dict[str, TagStats] = {}
     scored = []
+    edit_scores = {live_version: EditScore(), shadow_version: EditScore()}
     for a, b in pairs:
+        fix = (edits or {}).get(a.photo_id)
+        if fix is not None:
+            score(a.tags, fix, edit_scores[live_version])
+            score(b.tags, fix, edit_scores[shadow_version])
         for tag in a.tags | b.tags:
             stats = tags.setdefault(tag, TagStats())
             stats.live += tag in a.tags
@@ -258,6 +280,7 @@ def compare(
         },
         shadow_delay=_quantiles([b.tagged_at - a.tagged_at for a, b in pairs]),
         skipped=skipped,
+        edits=edit_scores,
     )
 
 
@@ -272,6 +295,8 @@ class Gates:
     min_support: int = 5  # tags the live or the shadow version gave at least this often are checked
     max_shadow_missing: float = 0.01  # share of selected photos without a shadow event
     max_shadow_delay_s: float = 2.0  # p99 of the shadow event's delay after the live one
+    max_edit_drop: float = 0.05  # on edited photos, shadow agreement with owners at least live's minus this
+    min_edited: int = 20  # the edits gate is checked only with at least this many edited photos
 
 
 @dataclass
@@ -291,6 +316,13 @@ def check_gates(c: Comparison, g: Gates) -> list[Gate]:
     off = sorted((t for t, r in ratios.items() if not 1 / g.max_rate_ratio <= r <= g.max_rate_ratio),
                  key=lambda t: -abs(ratios[t] - 1))  # fmt: skip
     worst = max(ratios.values(), key=lambda r: max(r, 1 / r), default=1.0)
+    if c.edited >= g.min_edited:
+        change = c.edits[c.shadow_version].agreement - c.edits[c.live_version].agreement
+        edits_gate = Gate("owners' edits: agreement change", change >= -g.max_edit_drop, round(change, 4),
+                          f">= -{g.max_edit_drop}", f"{c.edited} edited photos")  # fmt: skip
+    else:
+        edits_gate = Gate("owners' edits: agreement change", True, "-", f">= -{g.max_edit_drop}",
+                          f"not checked: {c.edited} edited photos < {g.min_edited}")  # fmt: skip
     return [
         Gate("photos compared", c.compared >= g.min_photos, c.compared, f">= {g.min_photos}"),
         Gate("agreement (mean Jaccard)", c.agreement >= g.min_agreement, round(c.agreement, 4),
@@ -302,6 +334,7 @@ def check_gates(c: Comparison, g: Gates) -> list[Gate]:
              round(c.shadow_missing, 4), f"<= {g.max_shadow_missing}"),
         Gate("shadow delay p99 (s)", c.shadow_delay["p99"] <= g.max_shadow_delay_s,
              round(c.shadow_delay["p99"], 3), f"<= {g.max_shadow_delay_s}"),
+        edits_gate,
     ]  # fmt: skip
 
 
@@ -329,6 +362,36 @@ def print_comparison(c: Comparison, top_tags: int = 15) -> None:
     lat.add_row("shadow delay", f"{c.shadow_delay['p50']:.3f}", f"{c.shadow_delay['p99']:.3f}",
                 str(c.shadow_delay["n"]))  # fmt: skip
     console.print(lat)
+    if c.edited:
+        edits = Table(title=f"agreement with owners' edits ({c.edited} edited photos)")
+        for col in ("version", "agreement", "recall of added", "removed still emitted", "added missed"):
+            edits.add_column(col, justify="right")
+        for version, e in c.edits.items():
+            edits.add_row(f"v{version}", f"{e.agreement:.3f}", f"{e.recall:.3f}",
+                          f"{e.false_positives}/{e.removed}", f"{e.false_negatives}/{e.added}")  # fmt: skip
+        console.print(edits)
+    else:
+        console.print("no compared photo has an owner's edit")
+    if c.costs:
+        console.print(_costs_table(c))
+
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def _per_image(q: dict) -> str:
+    return "-" if q["compute_us_per_image"] is None else f"{q['compute_us_per_image']:.0f}"
+
+
+def _costs_table(c: Comparison) -> Table:
+    table = Table(title="Triton, per version: request duration (ms) and compute per image (µs)")
+    for col in ("version", "request p50", "request p99", "compute µs/image", "images", "requests"):
+        table.add_column(col, justify="right")
+    for version, q in c.costs.items():
+        table.add_row(f"v{version}", _ms(q["request_p50_us"]), _ms(q["request_p99_us"]), _per_image(q),
+                      f"{q['images']:.0f}", f"{q['requests']:.0f}")  # fmt: skip
+    return table
 
 
 def print_gates(gates: list[Gate]) -> None:
@@ -358,6 +421,17 @@ def write_html(c: Comparison, path: Path, file_roots: list[Path]) -> None:
         f"{html.escape(', '.join(d['only_shadow']) or '-')}</figcaption></figure>"
         for d in c.disagreements
     )
+    edits = "".join(
+        f"<tr><td>v{html.escape(v)}</td><td>{e.agreement:.3f}</td><td>{e.recall:.3f}</td>"
+        f"<td>{e.false_positives}/{e.removed}</td><td>{e.false_negatives}/{e.added}</td></tr>"
+        for v, e in c.edits.items()
+    )
+    costs = "".join(
+        f"<tr><td>v{html.escape(v)}</td><td>{_ms(q['request_p50_us'])}</td><td>{_ms(q['request_p99_us'])}</td>"
+        f"<td>{_per_image(q)}</td>"
+        f"<td>{q['images']:.0f}</td></tr>"
+        for v, q in c.costs.items()
+    )
     path.write_text(
         "<!doctype html><meta charset=utf-8><title>Darkroom compare</title><style>body{font:14px sans-serif}"
         "figure{display:inline-block;width:220px;vertical-align:top;margin:6px}img{max-width:200px}"
@@ -366,7 +440,15 @@ def write_html(c: Comparison, path: Path, file_roots: list[Path]) -> None:
         f"<p>{c.compared} photos compared; mean agreement {c.agreement:.3f}; "
         f"{c.shadow_missing:.1%} without a shadow event</p><h2>Where they disagree most</h2>{figures}"
         f"<h2>Tags</h2><table><tr><th>tag</th><th>live rate</th><th>shadow rate</th><th>agreement</th></tr>"
-        f"{rows}</table>"
+        f"{rows}</table><h2>Agreement with owners' edits ({c.edited} edited photos)</h2>"
+        "<table><tr><th>version</th><th>agreement</th><th>recall of added</th><th>removed still emitted</th>"
+        f"<th>added missed</th></tr>{edits}</table>"
+        + (
+            "<h2>Triton, per version</h2><table><tr><th>version</th><th>request p50 (ms)</th>"
+            f"<th>request p99 (ms)</th><th>compute µs/image</th><th>images</th></tr>{costs}</table>"
+            if c.costs
+            else ""
+        )
     )
 
 
@@ -476,13 +558,39 @@ def _compare_window(ctx: Context, args: argparse.Namespace, shadow_version: str)
         raise ValueError(
             f"{ctx.model_dir} is not under rollout control: start with `darkroom shadow VERSION`"
         )
+    if args.edit_hours < 0:
+        raise ValueError("--edit-hours must be >= 0")
     s = ctx.settings
     values = read_window(ctx.bootstrap, [s.tags_topic, s.shadow_tags_topic], args.minutes * 60, s)
+    fixes, skipped = corrections(_read_edits(ctx, args))
     fraction = s.shadow_fraction if args.fraction is None else args.fraction
     until = time.time() - args.settle
-    return compare(
-        values[s.tags_topic], values[s.shadow_tags_topic], ctx.rollout.live, shadow_version, fraction, until
-    )
+    c = compare(
+        values[s.tags_topic], values[s.shadow_tags_topic], ctx.rollout.live, shadow_version, fraction, until,
+        fixes,
+    )  # fmt: skip
+    c.edits_skipped = skipped
+    if args.triton_metrics:
+        c.costs = version_costs(scrape(args.triton_metrics), args.name, [c.live_version, c.shadow_version])
+    return c
+
+
+def _read_edits(ctx: Context, args: argparse.Namespace) -> list[bytes | None]:
+    """The owners' edits of the last ``--edit-hours`` (at least the window: an edit follows its tag event),
+    none where the broker has no edits topic (a deployment from before edits)."""
+    from confluent_kafka import KafkaException
+
+    if args.edit_hours == 0:
+        return []
+    topic = ctx.settings.edits_topic
+    since = max(args.minutes * 60, args.edit_hours * 3600)
+    try:
+        return read_window(ctx.bootstrap, [topic], since, ctx.settings)[topic]
+    except KafkaException as exc:
+        if "not found" not in str(exc):
+            raise
+        console.print(f"no owners' edits read: {exc}", highlight=False)
+        return []
 
 
 def cmd_shadow(args: argparse.Namespace) -> int:
@@ -517,8 +625,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("no shadow version configured; give --shadow VERSION")
     c = _compare_window(ctx, args, shadow)
     print_comparison(c)
-    if args.json:
-        args.json.write_text(json.dumps(c.summary(), indent=1) + "\n")
+    if args.json:  # replaced atomically: the search page's rollout panel may be reading it
+        partial = args.json.with_name(args.json.name + ".partial")
+        partial.write_text(json.dumps(c.summary(), indent=1) + "\n")
+        partial.replace(args.json)
     if args.html:
         write_html(c, args.html, args.file_root or [Path.cwd()])
         console.print(f"report: {args.html.resolve()}")
@@ -532,7 +642,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise ValueError(f"version {version} is live already")
     c = _compare_window(ctx, args, version)
     gates = check_gates(c, Gates(args.min_photos, args.min_agreement, args.max_rate_ratio, args.min_support,
-                                 args.max_shadow_missing, args.max_shadow_delay))  # fmt: skip
+                                 args.max_shadow_missing, args.max_shadow_delay, args.max_edit_drop,
+                                 args.min_edited))  # fmt: skip
     print_comparison(c)
     print_gates(gates)
     passed = all(g.passed for g in gates)
@@ -577,10 +688,23 @@ def _common(parser: argparse.ArgumentParser, window: bool) -> None:
         parser.add_argument("--fraction", type=float, help="the workers' DARKROOM_SHADOW_FRACTION")
         parser.add_argument("--settle", type=float, default=5.0, metavar="SECONDS",
                             help="live events younger than this need no shadow event yet (default 5)")  # fmt: skip
+        parser.add_argument(
+            "--edit-hours",
+            type=float,
+            default=168.0,
+            help="owners' edits of the last N hours are scored (default 168; 0: none)",
+        )
+        parser.add_argument("--triton-metrics", metavar="URL",
+                            help="Triton's metrics page (e.g. http://127.0.0.1:8002/metrics): per-version "
+                                 "request duration and compute cost")  # fmt: skip
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"darkroom {command}", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog=f"darkroom {command}",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
     if command == "shadow":
         p.add_argument("version", nargs="?", help="the candidate version to shadow the live one")
         p.add_argument("--live", help="the live version (default: as configured, else the newest other)")
@@ -629,6 +753,19 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             default=g.max_shadow_delay_s,
             metavar="SECONDS",
             help="p99 of the shadow event's delay after the live one, at most",
+        )
+        p.add_argument(
+            "--max-edit-drop",
+            type=float,
+            default=g.max_edit_drop,
+            help="on photos owners edited, the shadow's agreement with their edits may be at most this "
+            "much below the live version's",
+        )
+        p.add_argument(
+            "--min-edited",
+            type=int,
+            default=g.min_edited,
+            help="the edits gate is checked only with at least this many edited photos compared",
         )
         p.set_defaults(func=cmd_promote)
     else:

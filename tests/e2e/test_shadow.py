@@ -18,6 +18,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from contracts.edits import edit_value
 from contracts.photos import decode
 from contracts.records import now_rfc3339
 from contracts.rollout import Rollout
@@ -31,6 +32,7 @@ from trainer.export import write_version
 pytestmark = pytest.mark.e2e
 N_FILES = 100
 SHADOWED = 200  # uploads while v1 is live and v2 shadows it
+EDITED = 12  # of those, photos whose owner corrects the tags
 DURING = 60  # uploads published while the promotion is written and picked up
 AFTER = 40  # uploads after each switch is in effect
 REFRESH_S = 1.0
@@ -85,10 +87,20 @@ def test_shadow_compare_promote_and_rollback_on_the_real_stack(
         publish(SHADOWED, "shadowed", 0.01)
         _wait_outcomes(reader, {p for p in published}, shadow={p for p in published}, timeout_s=150)
 
+        # Owners correct EDITED photos: they remove the live version's first tag and add one no version has.
+        edited = sorted(published)[:EDITED]
+        for pid in edited:
+            first = [e for t, e in reader.outcomes[pid] if t == "photo-tags"][0]["tags"][:1]
+            value = edit_value(pid, "owner", ["owners-own-tag"], [t["tag"] for t in first], 1)
+            producer.produce(Settings().edits_topic, key=pid, value=value)
+        assert producer.flush(30) == 0
+
         out = tmp_path / "compare.json"
         repo = ["--repo", str(model_repo), "--log", str(tmp_path / "log.jsonl")]
         common = [*repo, "--bootstrap", stack.bootstrap]
-        assert rollout.compare_main([*common, "--minutes", "30", "--settle", "0", "--json", str(out)]) == 0
+        metrics = f"http://127.0.0.1:{stack.ports.triton_metrics}/metrics"
+        argv = [*common, "--minutes", "30", "--settle", "0", "--json", str(out), "--triton-metrics", metrics]
+        assert rollout.compare_main(argv) == 0
         report = json.loads(out.read_text())
 
         # With the default gates v2 is refused: it agrees with v1 on 40 % of tags per photo, its rates differ.
@@ -155,6 +167,24 @@ def test_shadow_compare_promote_and_rollback_on_the_real_stack(
         for t in tags
     }  # fmt: skip
     assert report["compared"] == report["expected_shadow"] == report["live_photos"] == SHADOWED
+    # each version against the owners' edits: the removed tag is live's first, so live emits every one
+    removed = {p: want["1"][published[p]][:1] for p in sorted(published)[:EDITED]}
+    emitted = {
+        v: sum(bool(r) and set(r) <= set(want[v][published[p]]) for p, r in removed.items())
+        for v in ("1", "2")
+    }
+    for version in ("1", "2"):
+        score = report["edits"][version]
+        assert (score["photos"], score["added"], score["false_negatives"]) == (EDITED, EDITED, EDITED)
+        assert (
+            score["removed"] == sum(map(len, removed.values()))
+            and score["false_positives"] == emitted[version]
+        )
+    # Triton's own per-version metrics: both versions served the shadowed photos, each has its numbers
+    for version in ("1", "2"):
+        cost = report["costs"][version]
+        assert cost["images"] >= SHADOWED and cost["compute_us_per_image"] > 0, (version, cost)
+        assert 0 < cost["request_p50_us"] <= cost["request_p99_us"], (version, cost)
     assert report["shadow_missing"] == 0.0
     assert report["agreement"] == pytest.approx(float(np.mean(jaccards)), abs=1e-12)
     assert {t: {k: s[k] for k in ("live", "shadow", "both")} for t, s in report["tags"].items()} == expected
@@ -187,6 +217,7 @@ def test_shadow_compare_promote_and_rollback_on_the_real_stack(
     }
     print(
         f"\nuploads by phase {by_phase}; agreement v1/v2 {report['agreement']:.3f}; latency {report['latency']}"
+        f"; Triton per version {report['costs']}; owners' edits {report['edits']}"
     )
 
 
