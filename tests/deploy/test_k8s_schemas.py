@@ -118,7 +118,8 @@ CUSTOM_RESOURCE_SCHEMAS: dict[str, dict[str, Any]] = {
                 "config": {
                     "type": "object",
                     "properties": {
-                        "retention.ms": {"type": "integer", "minimum": 1},
+                        # Kafka's range: -1 (kept forever: the edit log) or a positive time
+                        "retention.ms": {"type": "integer", "anyOf": [{"const": -1}, {"minimum": 1}]},
                         "cleanup.policy": {"enum": ["delete", "compact", "compact,delete"]},
                         "min.insync.replicas": {"type": "integer", "minimum": 1},
                     },

@@ -51,8 +51,8 @@ def problems(family: Metric) -> list[str]:
         found.append("not darkroom_ + lower snake case")
     if not family.documentation.strip():
         found.append("no help text")
-    if kind not in ("counter", "gauge", "histogram"):
-        found.append(f"type {kind}: use a counter, gauge or histogram")
+    if kind not in ("counter", "gauge", "histogram", "summary"):
+        found.append(f"type {kind}: use a counter, gauge, histogram or a count-and-sum summary")
     if NON_BASE_UNITS & set(words):
         found.append(f"non-base unit {sorted(NON_BASE_UNITS & set(words))}: use seconds or bytes")
     if VAGUE_WORDS & set(words) or re.search(r"_(in|out)$", name):
@@ -77,6 +77,8 @@ def problems(family: Metric) -> list[str]:
             found.append(f"gauge sample {sample.name} is not named as its family")
         if kind == "histogram" and suffix not in ("_bucket", "_count", "_sum"):
             found.append(f"histogram sample {sample.name}")
+        if kind == "summary" and suffix not in ("_count", "_sum"):  # quantiles cannot be summed across workers
+            found.append(f"summary sample {sample.name}: count and sum only")
         if name.endswith("_info") and (sample.value != 1 or not sample.labels):
             found.append("an _info gauge is 1 and says what it says in labels")
         for label in sample.labels:
