@@ -171,12 +171,16 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 }
             )
             console.print(points[-1])
-    summary = {}
+    summary, spread = {}, {}
     for n_examples in args.examples:
         mine = [p for p in points if p["examples"] == n_examples]
         summary[str(n_examples)] = {
             key: round(float(np.mean([p[key] for p in mine])), 4)
             for key in ("estimated_precision", "estimated_recall", "heldout_precision", "heldout_recall")
+        }
+        spread[str(n_examples)] = {  # the standard deviation over draws
+            key: round(float(np.std([p[key] for p in mine])), 4)
+            for key in ("heldout_precision", "heldout_recall")
         }
     report = {
         "tag": NOVEL_TAG,
@@ -186,7 +190,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "share": args.share,
         "target_precision": args.target_precision,
         "size": args.size,
+        "draws": args.draws,
         "mean_over_draws": summary,
+        "sd_over_draws": spread,
         "points": points,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -196,8 +202,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     for col in ("examples", "est. precision", "est. recall", "held-out precision", "held-out recall"):
         table.add_column(col)
     for n, row in summary.items():
-        table.add_row(n, *(f"{row[k]:.2f}" for k in ("estimated_precision", "estimated_recall",
-                                                      "heldout_precision", "heldout_recall")))  # fmt: skip
+        table.add_row(n, *(f"{row[k]:.2f}" for k in ("estimated_precision", "estimated_recall")),
+                      *(f"{row[k]:.2f} ± {spread[n][k]:.2f}" for k in ("heldout_precision", "heldout_recall")))  # fmt: skip
     console.print(table)
     print(json.dumps(report))
     return 0
@@ -257,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--workdir", type=Path, default=Path("data/custom-tag"))
     measure.add_argument("--out", type=Path, default=Path("docs/feedback"))
     measure.add_argument("--examples", type=_counts, default=[5, 10, 20])
-    measure.add_argument("--draws", type=int, default=3, help="example draws per count")
+    measure.add_argument("--draws", type=int, default=5, help="example draws per count")
     measure.add_argument("--negatives", type=int, default=400)
     measure.add_argument("--share", type=float, default=0.04, help="share of photos showing a kite")
     measure.add_argument("--target-precision", type=float, default=0.9)

@@ -151,6 +151,23 @@ def test_a_tag_from_ten_examples_is_served_by_the_next_version_at_its_estimated_
     assert precision >= 0.85 and recall >= 0.5, (precision, recall)
 
 
+def test_unlabelled_positives_among_the_negatives_do_not_hold_the_threshold_up():
+    # negatives sampled from the collection, as `tag new` does: 13 of the 400 show the object unlabelled;
+    # dropping only those above the median example left enough in to cut recall to 0.02 here
+    pool, pool_has = _tag_world(800, 0.05, seed=3)
+    test, test_has = _tag_world(3000, 0.05, seed=4)
+    chosen = np.flatnonzero(pool_has)[:10]
+    rest = np.setdiff1d(np.arange(len(pool)), chosen)
+    negatives = np.random.default_rng(0).choice(rest, 400, replace=False)
+    assert pool_has[negatives].sum() >= 10
+    tag = learn_tag("kite", pool[chosen], pool[negatives], target_precision=0.9, seed=0)
+    assert tag.estimate["reached"] and tag.estimate["dropped_negatives"] >= 10
+    predicted = 1 / (1 + np.exp(-(test[:, 0] @ tag.weight + tag.bias))) >= tag.threshold
+    precision = (predicted & test_has).sum() / max(1, predicted.sum())
+    recall = (predicted & test_has).sum() / test_has.sum()
+    assert precision >= 0.85 and recall >= 0.5, (precision, recall)
+
+
 def test_custom_tag_refusals_name_the_problem():
     pool, has = _tag_world(200, 0.2, seed=5)
     with pytest.raises(ValueError, match="at least 5"):
