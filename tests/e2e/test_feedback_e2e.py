@@ -107,22 +107,25 @@ def test_edits_on_the_page_train_a_version_that_tags_the_next_upload_without_the
         url = f"http://{stack.triton_http}/v2/models/tagger/versions/2/ready"
         _wait(lambda: _ready(url), "Triton to serve version 2", 120)
 
-        # the next upload of a photo the owners corrected (one trained on, not held out) gets version 2's tags
-        target = next(pid for pid, out_ in zip(edited, heldout(edited, 0.25), strict=True) if not out_)
-        path = photos / ids[target]["path"]
-        again = f"{target}-again"
-        producer.produce("photo-uploads", key=again, value=orjson.dumps(
-            {"photo_id": again, "url": path.as_uri(), "owner": ids[target]["owner"]}))  # fmt: skip
+        # the next uploads of the photos the owners corrected (those trained on, not held out) get version
+        # 2's tags, and the removed tag is gone from most of them (version 1 showed it on every one)
+        trained = [pid for pid, out_ in zip(edited, heldout(edited, 0.25), strict=True) if not out_]
+        again = {f"{pid}-again": pid for pid in trained}
+        for new_id, pid in again.items():
+            producer.produce("photo-uploads", key=new_id, value=orjson.dumps(
+                {"photo_id": new_id, "url": (photos / ids[pid]["path"]).as_uri(), "owner": ids[pid]["owner"]}))  # fmt: skip
         assert producer.flush(30) == 0
-        reader.wait_for({again}, timeout_s=60)
-        ((topic, event),) = reader.outcomes[again]
+        reader.wait_for(set(again), timeout_s=60)
+        events = [reader.outcomes[new_id] for new_id in again]
         reader.close()
         assert stack.failed_child() is None
     finally:
         stack.stop()
-    assert topic == "photo-tags" and event["model_version"] == "2", event
-    assert wrong not in [t["tag"] for t in event["tags"]], (wrong, event)
-    assert photo_id_for(path) == target
+    assert all(len(outcome) == 1 and outcome[0][0] == "photo-tags" for outcome in events), events
+    assert all(event["model_version"] == "2" for ((_, event),) in events), events
+    still = [event["photo_id"] for ((_, event),) in events if wrong in [t["tag"] for t in event["tags"]]]
+    assert len(still) <= len(events) // 2, (wrong, still, len(events))
+    assert photo_id_for(photos / ids[trained[0]]["path"]) == trained[0]
 
 
 def _ready(url: str) -> bool:
