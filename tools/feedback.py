@@ -17,6 +17,7 @@ import json
 import random
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,11 +108,41 @@ def head_config(checkpoint: dict, seed: int = 0, lr: float = 1e-3, epochs: int =
     return TrainConfig(model=checkpoint["model"], epochs=epochs, lr=lr, seed=seed, init_from="scratch")
 
 
+def read_embeddings(
+    bootstrap: str,
+    topic: str,
+    model_version: str,
+    settings=None,
+    idle_timeout_s: float = 3.0,
+    max_records: int = 10_000_000,
+):
+    """Version ``model_version``'s vectors in the embeddings ``topic`` (a ``trainer.embeddings.EmbeddingsRead``),
+    read from the beginning until nothing arrives for ``idle_timeout_s`` or ``max_records`` were read;
+    ValueError naming the topic if it cannot be read."""
+    from confluent_kafka import KafkaException
+
+    from stream.clients import follow
+    from trainer.embeddings import collect
+
+    def values() -> Iterable[bytes | None]:
+        records = follow(bootstrap, [topic], idle_timeout_s=idle_timeout_s, settings=settings)
+        for n, (_, _, value) in enumerate(records, 1):
+            yield value
+            if n >= max_records:
+                records.close()  # the consumer closes now, not when the generator is collected
+                return
+
+    try:
+        return collect(values(), model_version)
+    except KafkaException as exc:
+        raise ValueError(f"embeddings topic {topic!r} on {bootstrap} cannot be read: {exc}") from None
+
+
 def topic_features(version: str, settings, checkpoint: dict, collection: Collection) -> np.ndarray:
     """The collection's features from version ``version``'s records in the embeddings topic (the backbone
     runs only for photos it lacks, and on a few it has, to check they are this checkpoint's backbone's)."""
     from trainer.checkpoint import load_tagger
-    from trainer.embeddings import features_from_embeddings, read_embeddings
+    from trainer.embeddings import features_from_embeddings
 
     if not version.isdigit() or version.startswith("0"):
         raise ValueError(f"--embeddings-from-topic {version!r}: give a model version number, like 3")

@@ -1,9 +1,9 @@
 """Backbone features from the ``photo-embeddings`` topic, so training need not run the backbone again.
 
 With ``DARKROOM_PUBLISH_EMBEDDINGS`` on, the worker publishes each photo's pooled backbone features as the
-served version computed them (contracts/embeddings.py). :func:`read_embeddings` reads the topic (bounded:
-it stops when nothing more arrives, or at ``max_records``) into ``{photo_id: float16 vector}`` for one model
-version; a record that is not a valid embedding is skipped and counted, never fatal.
+served version computed them (contracts/embeddings.py). :func:`collect` turns the topic's values (read by ``tools.feedback.read_embeddings``, bounded) into
+``{photo_id: float16 vector}`` for one model version; a record that is not a valid embedding is skipped and
+counted, never fatal.
 :func:`features_from_embeddings` turns them into the ``[N, 2, D]`` features ``trainer.finetune`` trains
 heads on, running the backbone only for photos the topic lacks, after a spot check that the vectors are
 this checkpoint's backbone's (a version with another backbone is refused, whatever its number says).
@@ -28,6 +28,8 @@ from trainer.models.preprocess import Tagger
 #: How far a topic vector may be from the checkpoint's own features (relative to their largest value):
 #: float16 rounding and ONNX Runtime vs PyTorch arithmetic are far below it, another backbone far above.
 SPOT_CHECK_TOLERANCE = 0.02
+#: ... plus float16's smallest step, twice: features within float16's subnormal range round by up to half of it
+FLOAT16_STEP = 2 * 2.0**-24
 
 
 @dataclass
@@ -72,34 +74,6 @@ def collect(values: Iterable[bytes | None], model_version: str) -> EmbeddingsRea
     return read
 
 
-def read_embeddings(
-    bootstrap: str,
-    topic: str,
-    model_version: str,
-    settings=None,
-    idle_timeout_s: float = 3.0,
-    max_records: int = 10_000_000,
-) -> EmbeddingsRead:
-    """Read ``topic`` from the beginning until nothing arrives for ``idle_timeout_s`` or ``max_records`` were
-    read; ValueError naming the topic if it cannot be read."""
-    from confluent_kafka import KafkaException
-
-    from stream.clients import follow
-
-    def values() -> Iterable[bytes | None]:
-        records = follow(bootstrap, [topic], idle_timeout_s=idle_timeout_s, settings=settings)
-        for n, (_, _, value) in enumerate(records, 1):
-            yield value
-            if n >= max_records:
-                records.close()  # the consumer closes now, not when the generator is collected
-                return
-
-    try:
-        return collect(values(), model_version)
-    except KafkaException as exc:
-        raise ValueError(f"embeddings topic {topic!r} on {bootstrap} cannot be read: {exc}") from None
-
-
 @torch.no_grad()
 def features_from_embeddings(
     tagger: Tagger,
@@ -128,11 +102,12 @@ def features_from_embeddings(
                 f"the topic's embeddings have {topic.shape[0]} numbers but this checkpoint's backbone makes "
                 f"{own.shape[0]}: they come from another model; drop --embeddings-from-topic"
             )
-        error = float(np.abs(topic - own).max()) / max(float(np.abs(own).max()), 1e-6)
-        if error > SPOT_CHECK_TOLERANCE:
+        scale = float(np.abs(own).max())
+        error = float(np.abs(topic - own).max())
+        if error > SPOT_CHECK_TOLERANCE * scale + FLOAT16_STEP:
             raise ValueError(
                 f"photo {photo_ids[i]}'s embedding in the topic differs from this checkpoint's backbone "
-                f"features by {error:.1%}: that version has another backbone; give the version whose "
+                f"features by {error / max(scale, 1e-30):.1%}: that version has another backbone; give the version whose "
                 "backbone this checkpoint has, or drop --embeddings-from-topic"
             )
     features = np.empty((len(images), 2, dim), np.float32)

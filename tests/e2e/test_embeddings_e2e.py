@@ -16,9 +16,9 @@ from contracts.embeddings import parse_embedding
 from contracts.photos import decode
 from stream.settings import Settings
 from tools.embedded import Ports, Stack
+from tools.feedback import read_embeddings
 from trainer.checkpoint import load_tagger
 from trainer.data.synthetic import make_photo_set
-from trainer.embeddings import read_embeddings
 from trainer.export import export_onnx
 from trainer.serving.tagger_backend import select_tags
 
