@@ -174,7 +174,7 @@ class BatchTagger:
                 pending.append(
                     await producer.send(topic, upload.photo_id.encode(), value, None, None, headers)
                 )
-                if self.client.embeddings:
+                if self.settings.publish_embeddings and self.client.embeddings:
                     pending += await self._send_embedding(upload.photo_id, prediction, headers)
                 metrics.observe_latency(upload.uploaded_at)
                 metrics.EVENTS_OUT.labels("tagged").inc()
