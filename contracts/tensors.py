@@ -18,6 +18,9 @@ SCORES_OUTPUT = "SCORES"
 #: bytes ``[N, 1]``: per photo, JSON ``[[tag, score], ...]`` or ``[[tag, score, id], ...]`` above the
 #: version's calibrated thresholds, sorted by score
 TAGS_OUTPUT = "TAGS"
+#: float16 ``[N, D]``: per photo, the pooled backbone features the head consumes (versions exported since
+#: the embeddings topic exists; their ``metadata.json`` says ``"embedding"``, their config declares it)
+EMBEDDING_OUTPUT = "EMBEDDING"
 
 
 @dataclass(frozen=True)

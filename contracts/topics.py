@@ -15,3 +15,6 @@ SHADOW_TAGS = "photo-tags-shadow"
 EDITS = "photo-tag-edits"
 #: edits that were refused, with a reason code and the original value (schemas/photo-tag-edits-dlq.schema.json)
 EDITS_DLQ = "photo-tag-edits-dlq"
+#: per photo, the served version's backbone embedding (float16), key = photo_id; opt-in
+#: (``DARKROOM_PUBLISH_EMBEDDINGS``, schemas/photo-embeddings.schema.json)
+EMBEDDINGS = "photo-embeddings"

@@ -13,6 +13,10 @@ Failures are told apart by what they say about the inputs (docs/reliability.md):
   ``model_error`` dead letter and the rest are tagged. If the probe fails too, the model is broken for every
   input, so the failure is treated as transient;
 * a request Triton calls malformed: a worker/model mismatch, raised (the worker stops uncommitted).
+
+With ``embeddings`` on, requests also ask for the ``EMBEDDING`` output when the model's config declares it;
+an answer without a usable one (a version exported before it existed) still tags: the photo just has no
+embedding to publish.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from contracts.records import ErrorCode, PermanentError
-from contracts.tensors import INPUT_NAME, TAGS_OUTPUT, ModelInput
+from contracts.tensors import EMBEDDING_OUTPUT, INPUT_NAME, TAGS_OUTPUT, ModelInput
 from stream import metrics
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,7 @@ class Prediction:
 
     tags: list[tuple]  # (tag, score), or (tag, score, id) when the model's vocabulary has stable tag ids
     version: str
+    embedding: np.ndarray | None = None  # float16 [D], when asked for and the version has one
 
 
 class ModelAnswerError(Exception):
@@ -77,7 +82,26 @@ def parse_answer(result: grpcclient.InferResult, images: int) -> list[Prediction
     rows = tags.reshape(-1)
     if len(rows) != images:
         raise ModelAnswerError(f"{len(rows)} {TAGS_OUTPUT} rows for {images} images")
-    return [Prediction(_parse_row(i, row), version) for i, row in enumerate(rows)]
+    vectors = _embeddings(result, images)
+    return [Prediction(_parse_row(i, row), version, vectors[i]) for i, row in enumerate(rows)]
+
+
+def _embeddings(result: grpcclient.InferResult, images: int) -> list[np.ndarray | None]:
+    """Per image, its float16 EMBEDDING row; all None when the answer has none or an unusable one (the
+    tags are still good: an embedding is an extra, never a reason to fail the photo)."""
+    try:
+        vectors = result.as_numpy(EMBEDDING_OUTPUT)
+    except Exception:  # an output of a type the client cannot read is as good as none
+        vectors = None
+    if (
+        vectors is None
+        or vectors.dtype != np.float16
+        or vectors.ndim != 2
+        or vectors.shape[0] != images
+        or not vectors.shape[1]
+    ):
+        return [None] * images
+    return [row if np.isfinite(row).all() else None for row in vectors]
 
 
 def _parse_row(index: int, row: object) -> list[tuple]:
@@ -104,7 +128,12 @@ class TaggerClient:
     """Async client for the ``tagger`` model. Transient failures are retried with capped backoff."""
 
     def __init__(
-        self, url: str, model_name: str, timeout_s: float = 10.0, model_error_attempts: int = 3
+        self,
+        url: str,
+        model_name: str,
+        timeout_s: float = 10.0,
+        model_error_attempts: int = 3,
+        embeddings: bool = False,
     ) -> None:
         self.url = url
         self.model_name = model_name
@@ -115,13 +144,17 @@ class TaggerClient:
         #: the version every request asks for ("": Triton's choice, the newest loaded); read at each attempt,
         #: so a promotion (stream/shadow.py RolloutWatcher) applies to the next try of a waiting request too
         self.version = ""
+        self.want_embeddings = embeddings
+        #: whether requests ask for EMBEDDING: wanted, and the model's config declares it (read with the config)
+        self.embeddings = False
+        self._declared: bool | None = None  # what the config said last time (a change is logged)
 
     async def close(self) -> None:
         await self._client.close()
 
     async def model_input(self) -> ModelInput:
         """Read the input resolution and batch limit from the served model's config (single source)."""
-        cfg = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+        cfg = await self.model_config()
         (image,) = [i for i in cfg["input"] if i["name"] == INPUT_NAME]
         height, width, _ = (int(d) for d in image["dims"])
         return ModelInput(width=width, height=height, max_batch_size=int(cfg.get("max_batch_size", 1)))
@@ -212,19 +245,34 @@ class TaggerClient:
     async def predict_once(self, images: np.ndarray, version: str) -> list[Prediction]:
         """One request to ``version``, no retry (the shadow's way: failures are counted, not retried);
         InferenceServerException or ModelAnswerError when it fails."""
-        return parse_answer(await self._infer_once(images, version), len(images))
+        return parse_answer(await self._infer_once(images, version, embeddings=False), len(images))
 
     async def model_config(self) -> dict:
         """The served model's config as Triton's JSON (the rollout's live and shadow versions are in it)."""
-        return (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+        cfg = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+        declared = any(o.get("name") == EMBEDDING_OUTPUT for o in cfg.get("output", []))
+        if self.want_embeddings and declared != self._declared:
+            log.warning(
+                "model %s %s an %s output: embeddings are %s",
+                self.model_name, "declares" if declared else "does not declare", EMBEDDING_OUTPUT,
+                "published" if declared else "not published (export a new version to get them)",
+            )  # fmt: skip
+        self._declared = declared
+        self.embeddings = self.want_embeddings and declared
+        return cfg
 
-    async def _infer_once(self, images: np.ndarray, version: str | None = None) -> grpcclient.InferResult:
+    async def _infer_once(
+        self, images: np.ndarray, version: str | None = None, embeddings: bool = True
+    ) -> grpcclient.InferResult:
         inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")
         inp.set_data_from_numpy(images)
         return await self._client.infer(
             self.model_name,
             [inp],
             model_version=self.version if version is None else version,
-            outputs=[grpcclient.InferRequestedOutput(TAGS_OUTPUT)],
+            outputs=[
+                grpcclient.InferRequestedOutput(name)
+                for name in (TAGS_OUTPUT, *([EMBEDDING_OUTPUT] if embeddings and self.embeddings else []))
+            ],
             client_timeout=self.timeout_s,
         )

@@ -69,6 +69,12 @@ class Settings:
     edits_topic: str = field(default=topics.EDITS, metadata={"env": "DARKROOM_EDITS_TOPIC"})
     #: where the indexer dead-letters edits it refuses (malformed, rate-limited, someone else's photo)
     edits_dlq_topic: str = field(default=topics.EDITS_DLQ, metadata={"env": "DARKROOM_EDITS_DLQ_TOPIC"})
+    #: publish each tagged photo's backbone embedding (float16) to the embeddings topic, acknowledged with its
+    #: tag event, so training need not run the backbone again (docs/feedback.md); only model versions that
+    #: declare an ``EMBEDDING`` output have one
+    publish_embeddings: bool = field(default=False, metadata={"env": "DARKROOM_PUBLISH_EMBEDDINGS"})
+    #: the topic of the photos' embeddings (schemas/photo-embeddings.schema.json), with publish_embeddings
+    embeddings_topic: str = field(default=topics.EMBEDDINGS, metadata={"env": "DARKROOM_EMBEDDINGS_TOPIC"})
     #: edits one owner may make per ``edit_rate_window_s`` (by the records' timestamps); more are
     #: dead-lettered ``rate_limited``
     edit_rate_limit: int = field(default=600, metadata={"env": "DARKROOM_EDIT_RATE_LIMIT"})

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import numpy as np
 
+from contracts.embeddings import embedding_record
 from contracts.records import (
     ErrorCode,
     PermanentError,
@@ -31,7 +32,7 @@ from stream.app import AppTopics
 from stream.budget import ByteBudget
 from stream.decodepool import DecodePool, name_os_thread
 from stream.fetch import fetch
-from stream.inference import TaggerClient
+from stream.inference import Prediction, TaggerClient
 from stream.loading import decode_photo, read_and_decode_upload
 from stream.objectstore import S3Options
 from stream.origins import Origins
@@ -59,6 +60,7 @@ class BatchTagger:
             settings.model_name,
             settings.triton_timeout_s,
             settings.model_error_attempts,
+            settings.publish_embeddings,
         )
         self.fetch_pool = ThreadPoolExecutor(
             max(4, settings.batch_size),
@@ -74,6 +76,7 @@ class BatchTagger:
         self.origins = Origins.from_settings(settings)  # allowed internal origins, proxies, keep-alive
         self.shadow = ShadowTagger(settings, self.client)  # the live version and its shadow (docs/rollout.md)
         self.tag_rates = TagRates()
+        self.versions_without_embedding: set[str] = set()  # logged once each
         self.model_input: ModelInput | None = None
         self.triton_ready = False
         self.kafka_ready = False
@@ -171,9 +174,26 @@ class BatchTagger:
                 pending.append(
                     await producer.send(topic, upload.photo_id.encode(), value, None, None, headers)
                 )
+                if self.settings.publish_embeddings and self.client.embeddings:
+                    pending += await self._send_embedding(upload.photo_id, prediction, headers)
                 metrics.observe_latency(upload.uploaded_at)
                 metrics.EVENTS_OUT.labels("tagged").inc()
         return pending
+
+    async def _send_embedding(
+        self, photo_id: str, prediction: Prediction, headers: list
+    ) -> list[asyncio.Future]:
+        """The photo's embedding record, acknowledged with its tag event (nothing for a version without one)."""
+        if prediction.embedding is None:
+            if prediction.version not in self.versions_without_embedding:
+                self.versions_without_embedding.add(prediction.version)
+                log.warning("model version %s answers without an embedding: none published for it",
+                            prediction.version)  # fmt: skip
+            return []
+        value = embedding_record(photo_id, prediction.version, prediction.embedding)
+        producer = self.topics.tags.app.producer
+        topic = self.settings.embeddings_topic
+        return [await producer.send(topic, photo_id.encode(), value, None, None, headers)]
 
     def _load(self, event: faust.EventT, model_input: ModelInput) -> asyncio.Future:
         """A future of ``(upload, image)``, or of the PermanentError that makes it a dead letter."""

@@ -25,7 +25,15 @@ from pathlib import Path
 
 from stream.settings import Settings
 
-TOPIC_PARTITIONS = {"uploads": 4, "tags": 4, "dlq": 1, "shadow_tags": 4, "edits": 1, "edits_dlq": 1}
+TOPIC_PARTITIONS = {
+    "uploads": 4,
+    "tags": 4,
+    "dlq": 1,
+    "shadow_tags": 4,
+    "edits": 1,
+    "edits_dlq": 1,
+    "embeddings": 4,
+}
 STOP_GRACE_S = 10.0
 
 
@@ -400,6 +408,7 @@ def create_topics(bootstrap: str, settings: Settings, uploads_partitions: int | 
             settings.shadow_tags_topic: TOPIC_PARTITIONS["shadow_tags"],
             settings.edits_topic: TOPIC_PARTITIONS["edits"],
             settings.edits_dlq_topic: TOPIC_PARTITIONS["edits_dlq"],
+            settings.embeddings_topic: TOPIC_PARTITIONS["embeddings"],
         }
         new = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
         if new:

@@ -17,6 +17,7 @@ import json
 import random
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,58 @@ def head_config(checkpoint: dict, seed: int = 0, lr: float = 1e-3, epochs: int =
     return TrainConfig(model=checkpoint["model"], epochs=epochs, lr=lr, seed=seed, init_from="scratch")
 
 
+def read_embeddings(
+    bootstrap: str,
+    topic: str,
+    model_version: str,
+    settings=None,
+    idle_timeout_s: float = 3.0,
+    max_records: int = 10_000_000,
+):
+    """Version ``model_version``'s vectors in the embeddings ``topic`` (a ``trainer.embeddings.EmbeddingsRead``),
+    read from the beginning until nothing arrives for ``idle_timeout_s`` or ``max_records`` were read;
+    ValueError naming the topic if it cannot be read."""
+    from confluent_kafka import KafkaException
+
+    from stream.clients import follow
+    from trainer.embeddings import collect
+
+    def values() -> Iterable[bytes | None]:
+        records = follow(bootstrap, [topic], idle_timeout_s=idle_timeout_s, settings=settings)
+        for n, (_, _, value) in enumerate(records, 1):
+            yield value
+            if n >= max_records:
+                records.close()  # the consumer closes now, not when the generator is collected
+                return
+
+    try:
+        return collect(values(), model_version)
+    except KafkaException as exc:
+        raise ValueError(f"embeddings topic {topic!r} on {bootstrap} cannot be read: {exc}") from None
+
+
+def topic_features(version: str, settings, checkpoint: dict, collection: Collection) -> np.ndarray:
+    """The collection's features from version ``version``'s records in the embeddings topic (the backbone
+    runs only for photos it lacks, and on a few it has, to check they are this checkpoint's backbone's)."""
+    from trainer.checkpoint import load_tagger
+    from trainer.embeddings import features_from_embeddings
+
+    if not version.isdigit() or version.startswith("0"):
+        raise ValueError(f"--embeddings-from-topic {version!r}: give a model version number, like 3")
+    read = read_embeddings(settings.kafka_bootstrap, settings.embeddings_topic, version, settings)
+    features, found = features_from_embeddings(
+        load_tagger(checkpoint), collection.images, collection.photo_ids, read.vectors
+    )
+    skipped = sum(read.skipped.values())
+    console.print(
+        f"embeddings: {found} of {len(collection.photo_ids)} photo(s) from {settings.embeddings_topic} "
+        f"(version {version}; {read.records} record(s), {skipped} invalid skipped"
+        + (f": {dict(read.skipped)}" if skipped else "")
+        + "); the backbone ran for the rest"
+    )
+    return features
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from stream.settings import Settings
     from trainer.checkpoint import load_checkpoint, load_tagger
@@ -116,7 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer.vocab.vocabulary import Vocabulary
 
     try:
-        votes = args.votes or Settings.from_env().edit_votes
+        settings = Settings.from_env()
+        votes = args.votes or settings.edit_votes
         if not args.index.is_file():
             raise ValueError(
                 f"no search index at {args.index}; give the index of `darkroom index` with --index"
@@ -125,9 +179,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         vocab = Vocabulary(checkpoint["vocab"]["tags"], checkpoint["vocab"].get("aliases", {}))
         cache = args.cache or args.out / "cache"
         collection = load_collection(args.manifest, vocab, checkpoint["input_size"][0], cache / "decoded")
-        features = FeatureCache(cache / "features").features(
-            load_tagger(checkpoint), collection.images, checkpoint["model"]
-        )
+        if args.embeddings_from_topic:
+            features = topic_features(args.embeddings_from_topic, settings, checkpoint, collection)
+        else:
+            features = FeatureCache(cache / "features").features(
+                load_tagger(checkpoint), collection.images, checkpoint["model"]
+            )
         result, edited = feedback_round(
             checkpoint,
             features,
@@ -367,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (default 1e-3)")
     train.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (default 8)")
     train.add_argument("--cache", type=Path, help="decoded photos and features (default OUT/cache)")
+    train.add_argument(
+        "--embeddings-from-topic", metavar="VERSION",
+        help="read features from the embeddings topic (DARKROOM_EMBEDDINGS_TOPIC), as model version VERSION "
+        "(the one --checkpoint serves) published them, instead of running the backbone",
+    )  # fmt: skip
     train.add_argument("--out", type=Path, default=Path("run/feedback"), help="report and checkpoint folder")
     train.set_defaults(func=cmd_train)
     curve = sub.add_parser("curve", help="served mAP after simulated edits on the synthetic collection")

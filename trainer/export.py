@@ -37,7 +37,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from contracts.helpformat import DefaultsHelpFormatter
-from contracts.tensors import INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
+from contracts.tensors import EMBEDDING_OUTPUT, INPUT_NAME, SCORES_OUTPUT, TAGS_OUTPUT
 from trainer.checkpoint import load_checkpoint, load_tagger
 from trainer.rollout import keep_rollout
 from trainer.serving import tagger_backend
@@ -127,13 +127,37 @@ class _CastFirst(torch.nn.Module):
         return self.tagger(images.float())
 
 
+class _WithEmbedding(torch.nn.Module):
+    """The tagger with a second output: the pooled backbone features its head consumes (``EMBEDDING``),
+    which the worker can publish so that training need not run the backbone again (docs/feedback.md)."""
+
+    def __init__(self, tagger: torch.nn.Module) -> None:
+        super().__init__()
+        self.tagger = tagger
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.tagger.net
+        features = net.forward_features(self.tagger.normalize(images))
+        return torch.sigmoid(net.forward_head(features)), features
+
+
 def export_onnx(
-    tagger: torch.nn.Module, path: Path, size: tuple[int, int], opset: int = 17, cast_first: bool = False
+    tagger: torch.nn.Module,
+    path: Path,
+    size: tuple[int, int],
+    opset: int = 17,
+    cast_first: bool = False,
+    embedding: bool = False,
 ) -> None:
     """Write ``tagger`` (uint8 NHWC → probabilities) as ONNX with a dynamic batch axis.
 
-    ``cast_first`` puts the uint8 → float cast at the very start of the graph (what TensorRT needs).
+    ``cast_first`` puts the uint8 → float cast at the very start of the graph (what TensorRT needs);
+    ``embedding`` adds the float32 output ``EMBEDDING``, the pooled features the head consumes.
     """
+    if cast_first and embedding:
+        raise ValueError("the TensorRT graph (cast_first) has no EMBEDDING output")
+    module = _CastFirst(tagger) if cast_first else _WithEmbedding(tagger) if embedding else tagger
+    outputs = [SCORES_OUTPUT, *([EMBEDDING_OUTPUT] if embedding else [])]
     example = torch.zeros(2, size[0], size[1], 3, dtype=torch.uint8)
     with warnings.catch_warnings():
         # Height and width are fixed in the graph, so sizes read from them (TF "same" padding, the centre
@@ -142,12 +166,12 @@ def export_onnx(
         # ... and an opset note that slices with steps > 1 stay unfolded, which changes nothing served
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
-            (_CastFirst(tagger) if cast_first else tagger).eval(),
+            module.eval(),
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[SCORES_OUTPUT],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, SCORES_OUTPUT: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             opset_version=opset,
             dynamo=False,
         )
@@ -160,6 +184,7 @@ def model_config(
     serving: ServingConfig,
     num_tags: int | None = None,
     scores_model: str | None = None,
+    embedding_dim: int | None = None,
 ) -> str:
     """The ``config.pbtxt`` of a model, built as Triton's ModelConfig message and written in its text format.
 
@@ -167,6 +192,7 @@ def model_config(
     its scores from that model. ``gpu``: the TensorRT plan (SCORES only; its output width is ``num_tags``
     when known, since a plan has a fixed vocabulary size). ``onnxruntime``: the ONNX graph on Triton's ONNX
     Runtime backend (SCORES only, CPU instances, ONNX Runtime's thread pools set by parameters).
+    ``embedding_dim`` (cpu): the front also declares ``EMBEDDING``, float16 ``[embedding_dim]``.
     """
     pb = model_config_pb2
     config = pb.ModelConfig(name=name, max_batch_size=serving.max_batch_size)
@@ -174,6 +200,8 @@ def model_config(
         config.backend = "python"
         config.output.add(name=SCORES_OUTPUT, data_type=pb.TYPE_FP32, dims=[-1])
         config.output.add(name=TAGS_OUTPUT, data_type=pb.TYPE_STRING, dims=[1])
+        if embedding_dim:
+            config.output.add(name=EMBEDDING_OUTPUT, data_type=pb.TYPE_FP16, dims=[embedding_dim])
         kind = pb.ModelInstanceGroup.KIND_CPU
         config.parameters["intra_op_threads"].string_value = str(serving.intra_op_threads)
         if scores_model:
@@ -331,8 +359,15 @@ def write_version(
     staging = _staging(model_dir, version)
     try:
         onnx_path = staging / "model.onnx"
-        export_onnx(load_tagger(checkpoint), onnx_path, size, cast_first=target == "gpu")  # type: ignore[arg-type]
+        tagger = load_tagger(checkpoint)
+        # The Python backend runs the graph itself, so it can return the embedding too; the scores models
+        # of the other variants (ONNX Runtime backend, TensorRT) stay SCORES only.
+        embedding = target == "cpu" and backend == "python"
+        export_onnx(tagger, onnx_path, size, cast_first=target == "gpu", embedding=embedding)  # type: ignore[arg-type]
         extra: dict = {"target": target, **({"backend": backend} if target == "cpu" else {})}
+        embedding_dim = _embedding_dim(tagger, size) if embedding else None  # type: ignore[arg-type]
+        if embedding_dim:
+            extra["embedding"] = {"output": EMBEDDING_OUTPUT, "dim": embedding_dim, "dtype": "float16"}
         scores_model = None
         if target == "gpu":
             if precision == "int8":
@@ -345,12 +380,21 @@ def write_version(
             _write_onnx_version(onnx_dir, version, onnx_path, checkpoint, size, serving)  # type: ignore[arg-type]
             scores_model = onnx_dir.name
         _write_version_files(staging, checkpoint, size, extra)  # type: ignore[arg-type]
-        front = model_config(name, "cpu", size, serving, scores_model=scores_model)  # type: ignore[arg-type]
+        front = model_config(
+            name, "cpu", size, serving, scores_model=scores_model, embedding_dim=embedding_dim
+        )  # type: ignore[arg-type]
         _write_config(model_dir, keep_rollout(model_dir, front))  # under rollout control: a candidate
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _publish(staging, model_dir, version)
+
+
+@torch.no_grad()
+def _embedding_dim(tagger: torch.nn.Module, size: tuple[int, int]) -> int:
+    """The width of the tagger's pooled backbone features."""
+    blank = torch.zeros(1, size[0], size[1], 3, dtype=torch.uint8)
+    return int(tagger.net.forward_features(tagger.normalize(blank)).shape[-1])
 
 
 def _write_qdq(onnx_path: Path, calibration: np.ndarray | None) -> tuple[dict, Path]:

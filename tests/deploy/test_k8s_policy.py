@@ -143,7 +143,7 @@ def test_overlay_renders_the_whole_deployment(rendered: list[Resource]) -> None:
         "PodDisruptionBudget": 2,
         "PersistentVolumeClaim": 1,
         "ScaledObject": 1,
-        "KafkaTopic": 6,  # uploads, tags, dead letters, shadow tags; tag edits and theirs
+        "KafkaTopic": 7,  # uploads, tags, dead letters, shadow tags; tag edits and theirs; embeddings
         "ServiceMonitor": 2,
     }.items():
         assert kinds.count(kind) == count, f"{kind}: {kinds.count(kind)} rendered, expected {count}"
@@ -374,12 +374,14 @@ def test_kafka_topics_are_the_workers_four_and_the_edits_with_a_longer_lived_dlq
         settings.uploads_topic, settings.tags_topic, settings.dlq_topic, settings.shadow_tags_topic,
         settings.edits_topic,
         settings.edits_dlq_topic,
+        settings.embeddings_topic,
     }  # fmt: skip
     retention = {name: int(t["spec"]["config"]["retention.ms"]) for name, t in topics.items()}
     assert retention[settings.dlq_topic] > max(
         retention[settings.uploads_topic], retention[settings.tags_topic]
     )
     assert retention[settings.edits_topic] == -1, "the edit log is training data: kept until deleted"
+    assert retention[settings.embeddings_topic] < retention[settings.tags_topic], "recomputable: kept briefly"
     bootstrap_host, _ = host_port(settings.kafka_bootstrap.split(",")[0])
     cluster = {t["metadata"]["labels"]["strimzi.io/cluster"] for t in topics.values()}
     namespaces = {t["metadata"]["namespace"] for t in topics.values()}

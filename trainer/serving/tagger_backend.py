@@ -9,6 +9,10 @@ The exporter copies this file into each version folder as ``model.py``. Every re
   number* of that model through a BLS call, so a version of ``tagger`` always pairs its thresholds and
   vocabulary with the weights exported beside them, never with "the latest scores model".
 
+Versions exported with an ``EMBEDDING`` graph output (the Python-backend CPU variant) also return, when a
+request asks for it, each photo's pooled backbone features as float16 (half the bytes; the worker publishes
+them as float16 anyway). Older versions and the BLS variants return SCORES and TAGS only.
+
 The numeric code is in plain functions (``select_tags``, ``encode_tags``) that tests import without Triton.
 Every file this model reads lives in its own version folder, so scores, vocabulary and thresholds always
 change together.
@@ -24,6 +28,7 @@ import numpy as np
 INPUT = "IMAGE"
 SCORES = "SCORES"
 TAGS = "TAGS"
+EMBEDDING = "EMBEDDING"
 
 
 def select_tags(
@@ -45,7 +50,8 @@ def encode_tags(selected: list[list[tuple]]) -> np.ndarray:
 
 
 class OnnxScores:
-    """Scores from ONNX Runtime on the version's ``model.onnx`` (CPU variant)."""
+    """Scores, and the embedding when the graph has one, from ONNX Runtime on the version's ``model.onnx``
+    (CPU variant)."""
 
     def __init__(self, version_dir: str, intra_op_threads: int) -> None:
         import onnxruntime as ort
@@ -59,9 +65,16 @@ class OnnxScores:
         self.session = ort.InferenceSession(
             os.path.join(version_dir, "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
+        #: whether the graph has the EMBEDDING output (versions exported since it exists)
+        self.has_embedding = any(o.name == EMBEDDING for o in self.session.get_outputs())
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([SCORES], {INPUT: images})[0]
+
+    def with_embedding(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [N, tags] and the float16 embedding [N, D], from one run of the graph."""
+        scores, embedding = self.session.run([SCORES, EMBEDDING], {INPUT: images})
+        return scores, embedding.astype(np.float16)
 
 
 class ModelScores:
@@ -74,6 +87,8 @@ class ModelScores:
         # aborted the stub (boost::interprocess::lock_exception, seen in CI). Until this version's scores
         # model is loaded, a request fails with an error that names it, and the worker retries it (never a
         # dead letter).
+
+    has_embedding = False
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import triton_python_backend_utils as pb
@@ -111,7 +126,12 @@ class TritonPythonModel:
 
         arrays = [pb_utils.get_input_tensor_by_name(r, INPUT).as_numpy() for r in requests]
         try:
-            scores = self.scores(np.concatenate(arrays))
+            batch = np.concatenate(arrays)
+            embedding = None
+            if self.scores.has_embedding and any(EMBEDDING in r.requested_output_names() for r in requests):
+                scores, embedding = self.scores.with_embedding(batch)
+            else:
+                scores = self.scores(batch)
         except Exception as exc:  # one bad request must not fail the others: retry each alone
             if len(requests) == 1:
                 return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tagger: {exc}"))]
@@ -119,9 +139,10 @@ class TritonPythonModel:
         responses, start = [], 0
         for array in arrays:
             part = scores[start : start + len(array)]
-            start += len(array)
             tags = encode_tags(select_tags(part, self.tags, self.thresholds, self.ids))
-            responses.append(
-                pb_utils.InferenceResponse([pb_utils.Tensor(SCORES, part), pb_utils.Tensor(TAGS, tags)])
-            )
+            outputs = [pb_utils.Tensor(SCORES, part), pb_utils.Tensor(TAGS, tags)]
+            if embedding is not None:  # Triton passes on only the outputs each request asked for
+                outputs.append(pb_utils.Tensor(EMBEDDING, embedding[start : start + len(array)]))
+            start += len(array)
+            responses.append(pb_utils.InferenceResponse(outputs))
         return responses
