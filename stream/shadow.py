@@ -39,7 +39,9 @@ SHADOW_PHOTOS = Counter(
     ["model_version", "outcome"],
 )
 SHADOW_LATENCY = Histogram(
-    "darkroom_shadow_triton_request_duration_seconds", "Shadow version's Triton request latency", ["model_version"]
+    "darkroom_shadow_triton_request_duration_seconds",
+    "Shadow version's Triton request latency",
+    ["model_version"],
 )
 ROLLOUT_CHANGES = Counter(
     "darkroom_rollout_changes", "Live/shadow version changes the worker applied", ["live", "shadow"]
