@@ -183,6 +183,7 @@ def _route(parts: urllib.parse.SplitResult, url: str, origins: Origins, allow_lo
     route = _Route(parts.scheme, host, port, proxy=proxy)
     try:  # the proxy gets the name in its request line: only what a host name or address is made of
         usable = re.fullmatch(r"[a-z0-9._-]+|[0-9a-f:.]+", route.host_ascii) is not None
+        route.host_ascii.encode("idna")  # what TLS does with the name: an empty or over-long label fails
     except UnicodeError:
         usable = False
     if not usable:

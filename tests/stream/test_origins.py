@@ -261,7 +261,9 @@ def test_no_proxy_sends_listed_origins_direct_and_still_vetted(origin, proxy):
     "url", ["http://10.0.0.1/a.jpg", "http://[fd00::1]/a.jpg", "http://2130706433/a.jpg", "http://0x7f.1/a.jpg",
             "http://169.254.169.254/latest/", "http://metadata/computeMetadata/v1/",
             "http://metadata.google.internal/computeMetadata/v1/", "http://printer.local/a.jpg",
-            "http://localhost/a.jpg", "http://a.localhost/a.jpg", "https://10.1.1.1/a.jpg"],
+            "http://localhost/a.jpg", "http://a.localhost/a.jpg", "https://10.1.1.1/a.jpg",
+            # empty labels: TLS cannot even encode them (found by the fuzz test: a UnicodeError escaped)
+            "https://.0/", "https://a..b/x.jpg", "http://.example/a.jpg"],
 )  # fmt: skip
 def test_through_a_proxy_private_addresses_and_internal_names_are_refused_unsent(proxy, url):
     policy = origins(http_proxy=f"127.0.0.1:{proxy.port}", https_proxy=f"127.0.0.1:{proxy.port}")
