@@ -77,7 +77,10 @@ def problems(family: Metric) -> list[str]:
             found.append(f"gauge sample {sample.name} is not named as its family")
         if kind == "histogram" and suffix not in ("_bucket", "_count", "_sum"):
             found.append(f"histogram sample {sample.name}")
-        if kind == "summary" and suffix not in ("_count", "_sum"):  # quantiles cannot be summed across workers
+        if kind == "summary" and suffix not in (
+            "_count",
+            "_sum",
+        ):  # quantiles cannot be summed across workers
             found.append(f"summary sample {sample.name}: count and sum only")
         if name.endswith("_info") and (sample.value != 1 or not sample.labels):
             found.append("an _info gauge is 1 and says what it says in labels")
