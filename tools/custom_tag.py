@@ -22,6 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from tools.feedback import int_list
+
 console = Console(stderr=True)
 
 
@@ -231,13 +233,6 @@ def _plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _counts(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darkroom tag", description="Custom tags from a few examples.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -262,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     measure.add_argument("--workdir", type=Path, default=Path("data/custom-tag"))
     measure.add_argument("--out", type=Path, default=Path("docs/feedback"))
-    measure.add_argument("--examples", type=_counts, default=[5, 10, 20])
+    measure.add_argument("--examples", type=int_list, default=[5, 10, 20])
     measure.add_argument("--draws", type=int, default=5, help="example draws per count")
     measure.add_argument("--negatives", type=int, default=400)
     measure.add_argument("--share", type=float, default=0.04, help="share of photos showing a kite")

@@ -398,7 +398,8 @@ def _plot_curve(points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _counts(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integers (``5,10,20``)."""
     try:
         return [int(x) for x in text.split(",")]
     except ValueError:
@@ -434,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve = sub.add_parser("curve", help="served mAP after simulated edits on the synthetic collection")
     curve.add_argument("--workdir", type=Path, default=Path("data/feedback"))
     curve.add_argument("--out", type=Path, default=Path("docs/feedback"))
-    curve.add_argument("--edits", type=_counts, default=[0, 100, 300, 1000])
+    curve.add_argument("--edits", type=int_list, default=[0, 100, 300, 1000])
     curve.add_argument("--votes", type=int, default=3)
     curve.add_argument("--heldout", type=float, default=0.25)
     curve.add_argument("--size", type=int, default=160, help="input size of the backbone")
