@@ -1,8 +1,8 @@
 """The tagging agent: micro-batches of uploads → fetch + decode → Triton → tag events or dead letters.
 
 Delivery (docs/reliability.md). The agent reads its stream with manual acks and hands events to an
-``InOrderPipeline``: micro-batches of up to ``batch_size`` events (or what arrived within
-``batch_window_s``), two in flight so that decoding the next overlaps inference and I/O of the current.
+``InOrderPipeline``: micro-batches of up to ``batch_size`` events, two in flight so that decoding the next
+overlaps inference and I/O of the current; a batch starts when a slot is free, with what queued meanwhile.
 For each batch the tagger:
 
 * awaits the broker's acknowledgement (acks=all) of every output it produced: an input offset is acked

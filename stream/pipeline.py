@@ -30,7 +30,11 @@ class InOrderPipeline:
     """Micro-batches from the agent's stream, up to ``depth`` of them in flight, offsets acked in order.
 
     While one batch waits for Triton and for the broker's acknowledgements, the next is already being
-    fetched and decoded: decode overlaps inference and I/O. Acks still follow arrival (= offset) order
+    fetched and decoded: decode overlaps inference and I/O. A batch is formed when a slot is free, from
+    what has queued by then (plus ``batch_window_s``, 0 by default): an upload reaching an idle worker starts
+    at once, and under load each batch holds what arrived while the ones ahead were in flight. (Forming
+    first and then waiting for a slot left late arrivals out of a batch that was only waiting; measured
+    under Poisson load, docs/performance.md.) Acks still follow arrival (= offset) order
     strictly, one whole batch after the other and only once its outputs are durable, so no offset is
     ever acked while an earlier one is in flight: the out-of-order commit of faust-streaming #606 cannot
     happen, and at-least-once holds as with one batch at a time.
@@ -64,6 +68,9 @@ class InOrderPipeline:
         getter: asyncio.Future | None = None
         try:
             while True:
+                # A free slot first, then whatever has queued meanwhile: under load a batch grows while
+                # the ones ahead of it are in flight, and an upload arriving at an idle worker starts at once.
+                await self.slots.acquire()
                 getter = getter or asyncio.ensure_future(self.queue.get())
                 self.forming = [await getter]
                 getter = None
@@ -81,7 +88,6 @@ class InOrderPipeline:
                         break
                     self.forming.append(getter.result())
                     getter = None
-                await self.slots.acquire()
                 batch, self.forming = self.forming, []
                 self.inflight.append((batch, asyncio.ensure_future(self.tagger.process(batch))))
                 self.changed.set()

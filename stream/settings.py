@@ -95,8 +95,10 @@ class Settings:
     infer_batch_size: int = field(default=16, metadata={"env": "DARKROOM_INFER_BATCH_SIZE"})
     #: micro-batches in flight at once (decoding the next overlaps inference of the current)
     pipeline_depth: int = field(default=2, metadata={"env": "DARKROOM_PIPELINE_DEPTH"})
-    #: how long a micro-batch waits for more events before it starts, seconds
-    batch_window_s: float = field(default=0.02, metadata={"env": "DARKROOM_BATCH_WINDOW_S"})
+    #: how long a micro-batch waits for more events before it starts, seconds. 0 (the default): a batch starts
+    #: as soon as one of the ``pipeline_depth`` slots is free, with whatever has queued meanwhile, so batches
+    #: grow with the load by themselves; a window holds its slot while it waits (docs/performance.md)
+    batch_window_s: float = field(default=0.0, metadata={"env": "DARKROOM_BATCH_WINDOW_S"})
     #: threads decoding photos
     decode_threads: int = field(default=2, metadata={"env": "DARKROOM_DECODE_THREADS"})
     #: folders ``file://`` uploads may read, ``os.pathsep``-separated (none by default)

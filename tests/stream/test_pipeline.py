@@ -201,20 +201,22 @@ def test_a_drain_past_its_deadline_stops_without_acking_the_unfinished(stops):
 
 def test_release_gives_back_what_is_unfinished_unacked_and_serves_on():
     """A rebalance during a Triton outage: the batch that finished is acked, everything else (in flight,
-    forming, queued, and the event the agent was waiting to queue) is given back unacked, and the
-    pipeline then serves new events with fresh tasks."""
+    queued, and the event the agent was waiting to queue) is given back unacked, and the pipeline then
+    serves new events with fresh tasks."""
 
     async def scenario(pipeline, tagger, stream):
-        # 8 in flight, 4 forming (waiting for a slot), 8 queued and 1 waiting for room
-        agent = asyncio.ensure_future(put(pipeline, range(25)))
-        full = lambda: len(pipeline.forming) == 4 and pipeline.queue.full()  # noqa: E731
-        await until(lambda: len(tagger.batches) == 2 and full(), "pipeline full")
+        # 8 in flight, 8 queued (both slots busy, so nothing forms) and 1 waiting for room
+        agent = asyncio.ensure_future(put(pipeline, range(21)))
+        await until(lambda: len(tagger.batches) == 2 and pipeline.queue.full(), "pipeline full")
+        assert not pipeline.forming
         tagger.gates[0].set_result(None)
-        await until(lambda: len(stream.acked) == 4 and len(tagger.batches) == 3 and full(), "full again")
+        full_again = lambda: len(tagger.batches) == 3 and pipeline.queue.full()  # noqa: E731
+        await until(lambda: len(stream.acked) == 4 and full_again(), "full again")
+        assert tagger.batches[2] == [8, 9, 10, 11]
         assert not agent.done()
         held = await pipeline.release(0.2)
         await agent
-        assert sorted(held) == list(range(4, 25)) and pipeline.idle
+        assert sorted(held) == list(range(4, 21)) and pipeline.idle
         assert tagger.cancelled == [1, 2], "the unfinished batches were not stopped"
         await put(pipeline, range(100, 104))
         await until(lambda: len(tagger.batches) == 4, "a new batch after the release")
@@ -235,3 +237,27 @@ def test_release_waits_for_batches_that_finish_within_the_grace_period():
         assert stream.acked == list(range(6)) and tagger.cancelled == []
 
     run(scenario)
+
+
+def test_an_event_at_an_idle_pipeline_starts_at_once_and_batches_grow_while_others_are_in_flight():
+    """Batches form when a slot is free: under load each holds what queued while the ones ahead worked."""
+
+    async def scenario(pipeline, tagger, stream):
+        await put(pipeline, range(1))
+        await until(lambda: len(tagger.batches) == 1, "the first event's batch")
+        assert tagger.batches == [[0]]  # nothing waited for company
+        await put(pipeline, range(1, 2))
+        await until(lambda: len(tagger.batches) == 2, "a second batch in the free slot")
+        for event in range(2, 6):  # both slots busy: these arrive one by one, and wait together
+            await pipeline.queue.put(event)
+            await asyncio.sleep(0.02)
+        assert len(tagger.batches) == 2, "a third batch started with two in flight"
+        tagger.gates[0].set_result(None)
+        await until(lambda: len(tagger.batches) == 3, "the third batch once a slot is free")
+        assert tagger.batches[2] == [2, 3, 4, 5]  # one batch of everything that queued, not one event
+        for gate in tagger.gates[1:]:
+            gate.set_result(None)
+        await until(lambda: len(stream.acked) == 6, "all acked")
+        assert stream.acked == list(range(6))
+
+    run(scenario, batch_window_s=0.0)
