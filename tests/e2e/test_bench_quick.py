@@ -26,6 +26,12 @@ def test_quick_bench_writes_every_result(synthetic_model, tmp_path):
     )
     assert all(printed[key] == saved[key] for key in SUMMARY_KEYS)
     assert saved["photos"] == 60 and saved["stream"]["dead_letters"] == 0
+    assert saved["worker"] == {
+        "batch_size": 64,
+        "batch_window_s": 0.0,
+        "infer_batch_size": 16,
+        "decode_threads": 2,
+    }
     for key in ("offline_img_s", "stream_img_s", "naive_img_s"):
         assert saved[key] > 0
     assert saved["ratio_stream_offline"] == round(saved["stream_img_s"] / saved["offline_img_s"], 3)

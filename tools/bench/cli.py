@@ -94,6 +94,7 @@ def bench_model(model: BenchModel, paths: list[Path], run_dir: Path, args: argpa
         "DARKROOM_BATCH_SIZE": str(args.batch_size),
         "DARKROOM_INFER_BATCH_SIZE": str(args.infer_batch_size),
         "DARKROOM_DECODE_THREADS": str(args.decode_threads),
+        "DARKROOM_BATCH_WINDOW_S": str(args.batch_window_s),
     }
     stream = bench_stream(
         paths, run_dir / "triton_models", run_dir / "stack", plan, args.workers, env, args.partitions,
@@ -142,6 +143,12 @@ def run(args: argparse.Namespace) -> dict:
         "workers": args.workers,
         "partitions": args.partitions,
         "serving": {"intra_op_threads": args.triton_threads, "max_queue_delay_us": args.queue_delay_us},
+        "worker": {
+            "batch_size": args.batch_size,
+            "batch_window_s": args.batch_window_s,
+            "infer_batch_size": args.infer_batch_size,
+            "decode_threads": args.decode_threads,
+        },
     }
     first = per_model.get("small") or next(iter(per_model.values()))
     # The keys of the one-model bench, kept: the small model's (or the only model's) figures.
@@ -188,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                         "`darkroom up`, one per core, at most 4)")  # fmt: skip
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the uploads topic")
     parser.add_argument("--batch-size", type=int, default=64, help="worker micro-batch size (events)")
+    parser.add_argument("--batch-window-s", type=float, default=0.0, help="how long a worker micro-batch "
+                        "waits for more events (DARKROOM_BATCH_WINDOW_S)")  # fmt: skip
     parser.add_argument("--infer-batch-size", type=int, default=16, help="images per Triton request")
     parser.add_argument("--decode-threads", type=int, default=2, help="worker decode threads")
     parser.add_argument("--checkpoint", type=Path, default=Path("data/synthetic/checkpoint/checkpoint.pt"))
@@ -208,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         or (args.photos is not None and args.photos < 20)
         or args.triton_threads < 0
         or args.queue_delay_us < 0
+        or not 0 <= args.batch_window_s <= 10
     ):
         parser.error(
             "--workers, --partitions, --batch-size and --decode-threads must be >= 1, --workers at most "
-            "--partitions, --photos >= 20, --triton-threads and --queue-delay-us >= 0"
+            "--partitions, --photos >= 20, --triton-threads and --queue-delay-us >= 0, --batch-window-s "
+            "between 0 and 10"
         )
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models or set(args.models) - set(MODELS):

@@ -200,6 +200,15 @@ def _model_section(name: str, r: dict) -> list[str]:
     return md
 
 
+def _worker_settings(worker: dict | None) -> str:
+    if not worker:  # results written before the worker's settings were recorded
+        return ""
+    return (
+        f"workers: micro-batches of up to {worker['batch_size']} (window {worker['batch_window_s']} s), "
+        f"{worker['infer_batch_size']} images per Triton request, {worker['decode_threads']} decode threads; "
+    )
+
+
 def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -211,7 +220,8 @@ def write_results(results: dict, out: Path) -> None:
         f"{results['mode']} run at {results['at']}: {results['photos']} photos ({results['megapixels']:.0f} MP), "
         f"{m['cores']} cores ({m['cpu']}), {results['workers']} worker(s) on {results['partitions']} partitions; "
         f"Triton: {serving['intra_op_threads']} ONNX Runtime thread(s), dynamic batching max queue delay "
-        f"{serving['max_queue_delay_us']} µs; took {results['elapsed_s']['total']} s "
+        f"{serving['max_queue_delay_us']} µs; {_worker_settings(results.get('worker'))}took "
+        f"{results['elapsed_s']['total']} s "
         f"({', '.join(f'{k} {v} s' for k, v in results['elapsed_s'].items() if k != 'total')}). "
         "Method and reading: docs/performance.md.",
         "",
