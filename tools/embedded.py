@@ -35,6 +35,9 @@ TOPIC_PARTITIONS = {
     "embeddings": 4,
 }
 STOP_GRACE_S = 10.0
+#: The broker is stopped last, once nothing is left to commit to it; it keeps topics in memory, so past this
+#: it is killed rather than waited for (Tansu takes ~5 s to exit on SIGTERM).
+BROKER_GRACE_S = 1.0
 
 
 class StackError(RuntimeError):
@@ -127,7 +130,7 @@ class Stack:
             self._start_broker(timeout_s)
             self._start_triton(timeout_s)
             if self.with_worker:
-                self._start_worker(timeout_s)
+                self.start_workers(timeout_s)
             if self.with_indexer:
                 self._start_indexer(timeout_s)
         except BaseException:
@@ -136,17 +139,11 @@ class Stack:
         (self.run_dir / "pids.json").write_text(json.dumps({c.name: c.proc.pid for c in self.children}))
 
     def stop(self) -> None:
-        """SIGTERM every child (worker first), escalate to SIGKILL after a grace period."""
-        for child in reversed(self.children):
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for child in reversed(self.children):
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+        """SIGTERM every child but the broker (workers drain and commit meanwhile), escalate to SIGKILL after a
+        grace period; then the broker, whose in-memory topics nothing needs any more."""
+        brokers = [c for c in self.children if c.name == "broker"]
+        _terminate([c for c in reversed(self.children) if c.name != "broker"], STOP_GRACE_S)
+        _terminate(brokers, BROKER_GRACE_S)
         self.children.clear()
 
     def failed_child(self) -> Child | None:
@@ -296,7 +293,7 @@ class Stack:
             ("worker" if i == 0 else f"worker{i + 1}"): self.ports.worker_web + i for i in range(self.workers)
         }
 
-    def _start_worker(self, timeout_s: float) -> None:
+    def start_workers(self, timeout_s: float = 120.0) -> None:
         """Start every worker at once (they join one group), then wait until each is ready."""
         started = [(self._spawn_worker(name, port), port) for name, port in self.worker_ports.items()]
         for child, port in started:
@@ -431,6 +428,20 @@ def _kafka_answers(bootstrap: str) -> bool:
         return True
     except (KafkaError, OSError, ValueError):
         return False
+
+
+def _terminate(children: list[Child], grace_s: float) -> None:
+    """SIGTERM ``children`` at once, wait up to ``grace_s`` for all of them, then SIGKILL what is left."""
+    for child in children:
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()
 
 
 def _http_ok(url: str) -> bool:

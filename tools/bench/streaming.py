@@ -60,8 +60,7 @@ def running_stack(
         if before_workers is not None:
             before_workers(stack)
             stack.with_worker = True
-            for name, port in stack.worker_ports.items():
-                stack.start_worker(name, port)
+            stack.start_workers()  # all at once: one group join, not one rebalance per worker
         collector.start()
         publisher = UploadPublisher(stack.bootstrap)
         tag_burst(publisher, collector, paths[: 8 * workers], "warm", 300)
