@@ -60,3 +60,36 @@ def test_nothing_passes_gives_zero():
     curve = latency_curve(stand_in, CEILING)  # type: ignore[arg-type]
     found = server_search(stand_in, CEILING, 150.0, curve, top=0.97, steps=3)  # type: ignore[arg-type]
     assert found["server_offline_ratio"] <= 0.1 and found["server_offline_ratio"] >= 0.0
+
+
+class Flaky(StandIn):
+    """Passes up to ``knee`` on a first offer of a rate, but a repeat of any rate above ``steady`` fails."""
+
+    def __init__(self, knee: float, steady: float) -> None:
+        super().__init__(knee)
+        self.steady = steady
+
+    def offer(self, rate: float, photos: int | None = None) -> Trial:
+        trial = super().offer(rate, photos)
+        again = any(abs(rate - before) < 0.002 * CEILING for before in self.offered[:-1])
+        if again and rate / CEILING > self.steady:
+            return Trial(rate, rate, rate, trial.photos, 300.0, 450.0, 900.0, 0)
+        return trial
+
+
+def test_a_rate_that_fails_its_confirmation_is_not_reported():
+    stand_in = Flaky(knee=0.6, steady=0.5)  # 0.5 < rates <= 0.6 pass once, then fail when offered again
+    curve = latency_curve(stand_in, CEILING)  # type: ignore[arg-type]
+    found = server_search(stand_in, CEILING, 150.0, curve, top=0.95, steps=3, confirm=True)  # type: ignore[arg-type]
+    assert found["confirmed"] is True and found["server_offline_ratio"] == 0.5  # the curve's 50 % point
+    confirms = [t for t in found["trials"] if t.get("confirm")]
+    assert [t["p99"] > 150 for t in confirms] == [True, True, False]  # 0.594 and 0.562 failed their repeat
+    assert found["first_failing_ratio"] is not None and found["first_failing_ratio"] > 0.5
+
+
+def test_a_confirmed_rate_is_reported():
+    stand_in = Flaky(knee=0.6, steady=1.0)
+    curve = latency_curve(stand_in, CEILING)  # type: ignore[arg-type]
+    found = server_search(stand_in, CEILING, 150.0, curve, top=0.95, steps=3, confirm=True)  # type: ignore[arg-type]
+    assert found["confirmed"] is True and 0.5 < found["server_offline_ratio"] <= 0.6
+    assert abs(stand_in.offered[-1] - found["server_offline_ratio"] * CEILING) < 0.001 * CEILING

@@ -32,6 +32,7 @@ QUICK_PLANS = {
         trial_s=1.5,
         trial_min_photos=40,
         search_steps=1,
+        confirm=False,
         offline_sample=40,
         batches=(8, 16),
     ),  # fmt: skip
@@ -42,6 +43,7 @@ QUICK_PLANS = {
         trial_s=1.5,
         trial_min_photos=16,
         search_steps=0,
+        confirm=False,
         offline_sample=16,
         batches=(8,),
     ),  # fmt: skip

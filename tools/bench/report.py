@@ -122,7 +122,7 @@ def _model_section(name: str, r: dict) -> list[str]:
             ]
             + [
                 [
-                    f"search: {round(100 * c['load'], 1)} %",
+                    f"{'repeat' if c.get('confirm') else 'search'}: {round(100 * c['load'], 1)} %",
                     c["offered"],
                     c["achieved"],
                     c["photos"],

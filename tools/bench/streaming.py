@@ -103,8 +103,9 @@ def bench_stream(
             server = Server(load, collector, paths, plan.trial_s, plan.trial_min_photos)
             curve = latency_curve(server, ceiling)
             search = server_search(
-                server, ceiling, bound_ms, curve, top=min(1.0, stream_rate / ceiling), steps=plan.search_steps
-            )
+                server, ceiling, bound_ms, curve, top=min(1.0, stream_rate / ceiling), steps=plan.search_steps,
+                confirm=plan.confirm,
+            )  # fmt: skip
         finally:
             load.close()
         half = next(r for r in curve if r["load"] == 0.5)
