@@ -126,8 +126,9 @@ class Stack:
         try:
             # Triton loads its model while the broker starts and the workers start and join their group
             # (a worker waits for Triton before it reports ready); each part is then waited for in turn.
-            triton = self._spawn_triton()
-            self._start_broker(timeout_s)
+            # ``children`` keeps the order broker, triton, workers, indexer (stop goes backwards).
+            broker, triton = self._spawn_broker(), self._spawn_triton()
+            self._wait_broker(broker, timeout_s)
             workers = self._spawn_workers() if self.with_worker else []
             self._wait_triton(triton, timeout_s)
             for child, port in workers:
@@ -248,11 +249,13 @@ class Stack:
             f"{child.name} did not become ready ({what}) within {timeout_s:.0f}s; see {child.log}"
         )
 
-    def _start_broker(self, timeout_s: float) -> None:
+    def _spawn_broker(self) -> Child:
         url = f"tcp://127.0.0.1:{self.ports.kafka}"
         argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]  # fmt: skip
-        child = self._spawn("broker", argv)
+        return self._spawn("broker", argv)
+
+    def _wait_broker(self, child: Child, timeout_s: float) -> None:
         self._wait(child, lambda: _kafka_answers(self.bootstrap), timeout_s, "metadata request")
         create_topics(self.bootstrap, Settings(), uploads_partitions=self.uploads_partitions)
 
