@@ -127,10 +127,15 @@ class Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_ports_free()
         try:
-            self._start_broker(timeout_s)
-            self._start_triton(timeout_s)
-            if self.with_worker:
-                self.start_workers(timeout_s)
+            # Triton loads its model while the broker starts and the workers start and join their group
+            # (a worker waits for Triton before it reports ready); each part is then waited for in turn.
+            # ``children`` keeps the order broker, triton, workers, indexer (stop goes backwards).
+            broker, triton = self._spawn_broker(), self._spawn_triton()
+            self._wait_broker(broker, timeout_s)
+            workers = self._spawn_workers() if self.with_worker else []
+            self._wait_triton(triton, timeout_s)
+            for child, port in workers:
+                self._wait_worker(child, port, timeout_s)
             if self.with_indexer:
                 self._start_indexer(timeout_s)
         except BaseException:
@@ -241,15 +246,20 @@ class Stack:
             f"{child.name} did not become ready ({what}) within {timeout_s:.0f}s; see {child.log}"
         )
 
-    def _start_broker(self, timeout_s: float) -> None:
+    def _spawn_broker(self) -> Child:
         url = f"tcp://127.0.0.1:{self.ports.kafka}"
         argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]  # fmt: skip
-        child = self._spawn("broker", argv)
+        return self._spawn("broker", argv)
+
+    def _wait_broker(self, child: Child, timeout_s: float) -> None:
         self._wait(child, lambda: _kafka_answers(self.bootstrap), timeout_s, "metadata request")
         create_topics(self.bootstrap, Settings(), uploads_partitions=self.uploads_partitions)
 
     def _start_triton(self, timeout_s: float) -> None:
+        self._wait_triton(self._spawn_triton(), timeout_s)
+
+    def _spawn_triton(self) -> Child:
         backends = prepare_backend_dir(self.run_dir / "backends")
         argv = [
             tritonserver_binary(),
@@ -272,7 +282,9 @@ class Stack:
         # The Python-backend stub runs an isolated interpreter: it ignores PYTHONPATH and puts its working
         # directory first on sys.path. Started in this environment's site-packages, the stub imports the
         # numpy (<2, which the backend needs) and onnxruntime installed beside Darkroom.
-        child = self._spawn("triton", argv, triton_env(), cwd=Path(sysconfig.get_paths()["purelib"]))
+        return self._spawn("triton", argv, triton_env(), cwd=Path(sysconfig.get_paths()["purelib"]))
+
+    def _wait_triton(self, child: Child, timeout_s: float) -> None:
         model = Settings().model_name
         self._wait(
             child,
@@ -293,10 +305,13 @@ class Stack:
             ("worker" if i == 0 else f"worker{i + 1}"): self.ports.worker_web + i for i in range(self.workers)
         }
 
+    def _spawn_workers(self) -> list[tuple[Child, int]]:
+        """Start every worker at once (they join one group); each with its web port, to wait for."""
+        return [(self._spawn_worker(name, port), port) for name, port in self.worker_ports.items()]
+
     def start_workers(self, timeout_s: float = 120.0) -> None:
-        """Start every worker at once (they join one group), then wait until each is ready."""
-        started = [(self._spawn_worker(name, port), port) for name, port in self.worker_ports.items()]
-        for child, port in started:
+        """Start every worker at once (one group join, not a rebalance per worker), then wait for each."""
+        for child, port in self._spawn_workers():
             self._wait_worker(child, port, timeout_s)
 
     @property

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 
 import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+
+#: The consumer group's session timeout for the workers these tests start (the worker's default is 10 s).
+#: Tansu answers a group's JoinGroup only after half the session timeout, so each worker start, restart or
+#: join waited 5 s on that timer; with 4 s it waits 2 s, and a member still misses three heartbeats (every
+#: 1.3 s) before it is evicted. A module that sets its own in ``worker_env`` (test_reliability: 6 s) keeps
+#: it; the quick benchmark keeps the default, as do stacks started with this variable already set.
+SESSION_TIMEOUT_S = "4"
+KEEP_DEFAULT_SESSION = {"test_bench_quick"}
 
 
 class OutcomeReader:
@@ -44,6 +53,20 @@ class OutcomeReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def short_group_session(request: pytest.FixtureRequest):
+    """``SESSION_TIMEOUT_S`` in this process's environment (which the stacks' workers inherit) for the module."""
+    if (
+        request.module.__name__.rpartition(".")[2] in KEEP_DEFAULT_SESSION
+        or "DARKROOM_SESSION_TIMEOUT_S" in os.environ
+    ):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DARKROOM_SESSION_TIMEOUT_S", SESSION_TIMEOUT_S)
+        yield
 
 
 @pytest.fixture

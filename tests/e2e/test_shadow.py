@@ -45,13 +45,25 @@ def _served_live(stack: Stack) -> str:
     return params.get("darkroom_live_version", {}).get("string_value", "")
 
 
-def _wait_live(stack: Stack, version: str, timeout_s: float = 120.0) -> None:
-    """Until Triton serves the config naming ``version`` live, then two worker refreshes more."""
+def _applied(stack: Stack, version: str) -> float:
+    """How often the worker has applied the state "``version`` live, no shadow" (its rollout counter)."""
+    port = stack.ports.worker_web
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    series = f'darkroom_rollout_changes_total{{live="{version}",shadow="none"}} '
+    return sum(float(line[len(series) :]) for line in text.splitlines() if line.startswith(series))
+
+
+def _wait_live(stack: Stack, version: str, applied: float, timeout_s: float = 120.0) -> None:
+    """Until Triton serves the config naming ``version`` live and the worker has applied that state once
+    more than ``applied`` times (it reads Triton's config every REFRESH_S): uploads published after this
+    return are tagged by ``version``."""
     deadline = time.monotonic() + timeout_s
     while _served_live(stack) != version:
         assert time.monotonic() < deadline, f"Triton did not reload with v{version} live"
         time.sleep(0.5)
-    time.sleep(2 * REFRESH_S + 0.5)
+    while _applied(stack, version) <= applied:
+        assert time.monotonic() < deadline, f"the worker did not switch to v{version} live"
+        time.sleep(0.2)
 
 
 def test_shadow_compare_promote_and_rollback_on_the_real_stack(
@@ -109,15 +121,16 @@ def test_shadow_compare_promote_and_rollback_on_the_real_stack(
         # Promote while uploads stream: none may be lost, each tagged by the version its event names.
         loose = ["--min-photos", "100", "--min-agreement", "0", "--max-rate-ratio", "1000", "--min-support",
                  "1000000", "--max-shadow-delay", "60", "--max-shadow-missing", "0.05"]  # fmt: skip
+        applied = {v: _applied(stack, v) for v in ("1", "2")}
         streaming = threading.Thread(target=publish, args=(DURING, "during", 0.1))
         streaming.start()
-        time.sleep(6.0)  # past promote's --settle (5 s): the shadowed uploads all count, some "during" too
+        time.sleep(2.0)  # promote reads its window (seconds) and writes the promotion while uploads stream
         assert rollout.promote_main(["2", *common, "--minutes", "30", *loose]) == 0
         streaming.join()
-        _wait_live(stack, "2")
+        _wait_live(stack, "2", applied["2"])
         publish(AFTER, "promoted")
         assert rollout.rollback_main([*repo, "--reason", "test"]) == 0
-        _wait_live(stack, "1")
+        _wait_live(stack, "1", applied["1"])
         publish(AFTER, "rolled-back")
         _wait_outcomes(reader, set(published), shadow=set(), timeout_s=150)
         assert stack.failed_child() is None
