@@ -93,3 +93,38 @@ def test_a_confirmed_rate_is_reported():
     found = server_search(stand_in, CEILING, 150.0, curve, top=0.95, steps=3, confirm=True)  # type: ignore[arg-type]
     assert found["confirmed"] is True and 0.5 < found["server_offline_ratio"] <= 0.6
     assert abs(stand_in.offered[-1] - found["server_offline_ratio"] * CEILING) < 0.001 * CEILING
+
+
+def test_server_trials_move_to_a_fresh_stack_before_one_takes_too_many_uploads(monkeypatch):
+    """The embedded broker slows as its topics grow: no stack takes more than ``fresh_after`` uploads, and a
+    trial on a fresh stack is preceded by an unreported warm-up (its first uploads look up partition leaders)."""
+    import contextlib
+
+    from tools.bench import streaming
+    from tools.bench.server import Server
+
+    started, stopped = [], []
+
+    class FakeLoad:
+        def __init__(self, bootstrap):
+            self.bootstrap = bootstrap
+
+        def close(self):
+            stopped.append(self.bootstrap)
+
+    @contextlib.contextmanager
+    def start(index):
+        started.append(index)
+        yield type("S", (), {"bootstrap": f"stack{index}"})(), None, object()
+
+    monkeypatch.setattr(streaming, "LoadGenerator", FakeLoad)
+    runs: list[tuple[str, int]] = []
+    with streaming.FreshStacks(start, fresh_after=1000) as stacks:
+        server = Server(stacks, [], duration_s=1.0, min_photos=40)
+        server._trial = lambda rate, n: runs.append((stacks.load.bootstrap, n))  # type: ignore[method-assign]
+        for rate in (300, 800, 200, 100):
+            server.offer(rate)
+    assert started == [0, 1, 2] and stopped == ["stack0", "stack1", "stack2"]
+    # 300 (+ its warm-up allowance) fits the first stack; 800 more would pass 1000: a fresh stack, warmed up
+    assert runs == [("stack0", 300), ("stack1", 10), ("stack1", 800), ("stack2", 10), ("stack2", 200),
+                    ("stack2", 100)]  # fmt: skip

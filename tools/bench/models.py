@@ -33,6 +33,7 @@ QUICK_PLANS = {
         trial_min_photos=40,
         search_steps=1,
         confirm=False,
+        fresh_after=100_000,
         offline_sample=40,
         batches=(8, 16),
     ),  # fmt: skip
@@ -44,6 +45,7 @@ QUICK_PLANS = {
         trial_min_photos=16,
         search_steps=0,
         confirm=False,
+        fresh_after=100_000,
         offline_sample=16,
         batches=(8,),
     ),  # fmt: skip

@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from rich.console import Console
@@ -106,13 +107,21 @@ class Trial:
         return {k: round(v, 1) if isinstance(v, float) else v for k, v in vars(self).items()}
 
 
-class Server:
-    """Trials against a running stack: the load generator, the reader and the photos they cycle through."""
+class Stacks(Protocol):
+    """Where the trials run: the current stack's load generator and reader; ``fresh_for(n)`` makes room for a
+    trial of ``n`` uploads (a fresh stack if the current one has taken too many) and says whether it did."""
 
-    def __init__(self, load: LoadGenerator, collector: TagCollector, paths: list[Path], duration_s: float,
-                 min_photos: int) -> None:  # fmt: skip
-        self.load = load
-        self.collector = collector
+    load: LoadGenerator
+    collector: TagCollector
+
+    def fresh_for(self, uploads: int) -> bool: ...
+
+
+class Server:
+    """Trials against the running stack(s): the load generator, the reader and the photos they cycle through."""
+
+    def __init__(self, stacks: Stacks, paths: list[Path], duration_s: float, min_photos: int) -> None:
+        self.stacks = stacks
         self.uris = [p.resolve().as_uri() for p in paths]
         self.duration_s = duration_s
         self.min_photos = min_photos
@@ -120,19 +129,27 @@ class Server:
 
     def offer(self, rate: float, photos: int | None = None) -> Trial:
         """One trial: ``rate`` uploads/s for ``duration_s`` (at least ``min_photos`` uploads), or ``photos``."""
-        self.trials += 1
         n = photos or max(self.min_photos, round(rate * self.duration_s))
+        warm = max(10, self.min_photos // 4)
+        if self.stacks.fresh_for(n + warm):  # a new load generator's first uploads look up partition leaders
+            console.print("  (fresh stack; warm-up trial, not reported)")
+            self._trial(rate, warm)
+        return self._trial(rate, n)
+
+    def _trial(self, rate: float, n: int) -> Trial:
+        self.trials += 1
+        load, collector = self.stacks.load, self.stacks.collector
         ids = [f"srv{self.trials}-{i:05d}" for i in range(n)]
         uploads = [(pid, self.uris[i % len(self.uris)]) for i, pid in enumerate(ids)]
-        scheduled = self.load.send(rate, uploads, seed=self.trials)
-        if not self.collector.wait(set(ids), 120 + 3 * n / rate):
+        scheduled = load.send(rate, uploads, seed=self.trials)
+        if not collector.wait(set(ids), 120 + 3 * n / rate):
             raise RuntimeError(f"server trial at {rate:.1f}/s: uploads got no outcome; see the worker logs")
-        seen = np.array([self.collector.seen[p] for p in ids])
+        seen = np.array([collector.seen[p] for p in ids])
         latencies = 1000 * (seen - np.array(scheduled))
         p50, p95, p99 = (float(np.percentile(latencies, q)) for q in (50, 95, 99))
         achieved = (n - 1) / max(1e-9, seen.max() - scheduled[0])
         realized = (n - 1) / max(1e-9, scheduled[-1] - scheduled[0])
-        dead = len(self.collector.dead.intersection(ids))
+        dead = len(collector.dead.intersection(ids))
         trial = Trial(rate, realized, achieved, n, p50, p95, p99, dead)
         console.print(
             f"  offered {rate:7.1f}/s → achieved {achieved:7.1f}/s, p50 {p50:6.1f} p95 {p95:6.1f} "
@@ -166,24 +183,27 @@ def server_search(
     def ok(row: dict) -> bool:
         return Trial(**{k: row[k] for k in vars(Trial(0, 0, 0, 0, 0, 0, 0, 0))}).passes(bound_ms)
 
-    passing = [r["load"] for r in curve if ok(r)]
+    passing = [r["load"] for r in curve if ok(r)]  # exact fractions, also of the trials below
     failing = [r["load"] for r in curve if not ok(r)]
     lo = max((f for f in passing if not failing or f < min(failing)), default=0.0)
     hi = min(failing, default=max(top, lo))
     trials = []
+
+    def offer(load: float, **mark: bool) -> bool:
+        trial = server.offer(load * ceiling)
+        trials.append({"load": round(load, 3), **mark, **trial.row()})
+        (passing if trial.passes(bound_ms) else failing).append(load)
+        return trial.passes(bound_ms)
+
     if not failing and hi > lo:  # every curve point passed: try the burst rate itself first
-        trial = server.offer(hi * ceiling)
-        trials.append({"load": round(hi, 3), **trial.row()})
-        if trial.passes(bound_ms):
+        if offer(hi):
             lo = hi
         steps -= 1
     for _ in range(max(0, steps)):
         if hi - lo < 0.01:
             break
         mid = (lo + hi) / 2
-        trial = server.offer(mid * ceiling)
-        trials.append({"load": round(mid, 3), **trial.row()})
-        if trial.passes(bound_ms):
+        if offer(mid):
             lo = mid
         else:
             hi = mid
@@ -191,13 +211,11 @@ def server_search(
     for _ in range(MAX_CONFIRMATIONS if confirm else 0):  # down the passing rates until one passes twice
         if lo <= 0:
             break
-        trial = server.offer(lo * ceiling)
-        trials.append({"load": round(lo, 3), "confirm": True, **trial.row()})
-        confirmed = trial.passes(bound_ms)
+        confirmed = offer(lo, confirm=True)
         if confirmed:
             break
         hi = lo
-        lo = max((r["load"] for r in curve + trials if r["load"] < lo - 1e-9 and ok(r)), default=0.0)
+        lo = max((f for f in passing if f < lo), default=0.0)
     return {
         "bound_ms": bound_ms,
         "confirmed": confirmed,

@@ -29,6 +29,7 @@ class Plan:
     trial_min_photos: int = 300  # ... and at least this many uploads (p99 needs a few hundred)
     search_steps: int = 3  # bisection trials after the latency curve's four
     confirm: bool = True  # the rate found is offered once more, and must pass again
+    fresh_after: int = 3000  # uploads one server-scenario stack takes before a fresh one replaces it
     offline_sample: int = 120  # photos per configuration of the offline sweep
     batches: tuple[int, ...] = (8, 16, 32)  # batch sizes the offline sweep tries
 
