@@ -133,6 +133,16 @@ def _model_section(name: str, r: dict) -> list[str]:
                 for c in srv["trials"]
             ],
         ),  # fmt: skip
+        *(
+            [
+                f"**{len(srv['stalls'])} trial(s) stalled**: uploads without an outcome by the trial's deadline "
+                "(counted as failing; the workers' counters at that moment are in `latest.json`, "
+                f"`details.{name}.stream.server.stalls`).",
+                "",
+            ]
+            if srv.get("stalls")
+            else []
+        ),  # fmt: skip
         "CPU per photo (ms): the offline run, and each process of the streaming bursts:",
         "",
         *_table(

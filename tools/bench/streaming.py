@@ -5,6 +5,7 @@ server scenario's search."""
 from __future__ import annotations
 
 import contextlib
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,17 @@ def running_stack(
         stack.stop()
 
 
+#: The worker counters a stalled server trial records.
+DIAGNOSTIC_METRICS = (
+    "darkroom_uploads_consumed_total",
+    "darkroom_outputs_produced_total",
+    "darkroom_uploads_in_flight",
+    "darkroom_retries_total",
+    "darkroom_partition_assignments_total",
+    "darkroom_triton_request_duration_seconds_count",
+)
+
+
 class FreshStacks:
     """The server scenario's stacks: a fresh one to start with, and a fresh one again whenever the current one
     would take more than ``fresh_after`` uploads. Tansu's memory storage costs more per record as its topics
@@ -92,11 +104,30 @@ class FreshStacks:
         self._open.close()
 
     def _begin(self) -> None:
-        stack, _, self.collector = self._open.enter_context(self._start(self.started))
-        self.load = LoadGenerator(stack.bootstrap)
+        self.stack, _, self.collector = self._open.enter_context(self._start(self.started))
+        self.load = LoadGenerator(self.stack.bootstrap)
         self._open.callback(self.load.close)
         self.taken = 0
         self.started += 1
+
+    def diagnose(self) -> dict:
+        """What the current stack's workers report (their counters, from /metrics), and which children have
+        exited; the next trial then gets a fresh stack."""
+        self.taken = self.fresh_after + 1
+        out: dict = {"exited": [c.name for c in self.stack.children if c.proc.poll() is not None]}
+        for name, port in self.stack.worker_ports.items():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except OSError as exc:
+                out[name] = f"no metrics: {exc}"
+                continue
+            out[name] = {
+                line.split(" ")[0]: float(line.split(" ")[-1])
+                for line in text.splitlines()
+                if line.startswith(DIAGNOSTIC_METRICS)
+            }
+        return out
 
     def fresh_for(self, uploads: int) -> bool:
         """Room for ``uploads`` more: a fresh stack if the current one would pass ``fresh_after``."""
@@ -151,6 +182,7 @@ def bench_stream(
             confirm=plan.confirm,
         )  # fmt: skip
         stacks_used = stacks.started
+        stalls = server.stalls
         half = next(r for r in curve if r["load"] == 0.5)
         return {
             "img_s": round(stream_rate, 1),
@@ -162,5 +194,5 @@ def bench_stream(
             "latency_load_img_s": round(half["offered"], 1),
             "latency_ms": {q: half[q] for q in ("p50", "p95", "p99")},
             "curve": curve,
-            "server": {**search, "stacks": stacks_used},
+            "server": {**search, "stacks": stacks_used, "stalls": stalls},
         }
