@@ -34,6 +34,7 @@ QUICK_PLANS = {
         search_steps=1,
         confirm=False,
         fresh_after=100_000,
+        warm_photos=16,
         offline_sample=40,
         batches=(8, 16),
     ),  # fmt: skip
@@ -46,6 +47,7 @@ QUICK_PLANS = {
         search_steps=0,
         confirm=False,
         fresh_after=100_000,
+        warm_photos=16,
         offline_sample=16,
         batches=(8,),
     ),  # fmt: skip

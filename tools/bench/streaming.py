@@ -44,6 +44,7 @@ def running_stack(
     worker_env: dict[str, str],
     partitions: int,
     before_workers: Callable[[Any], None] | None = None,
+    warm_photos: int = 0,
 ) -> Iterator[tuple[Any, Any, TagCollector]]:
     """The embedded stack on ``repo`` reading ``paths``' folder, warmed up: (stack, publisher, reader).
     ``before_workers(stack)`` runs once the broker and Triton are up, before any worker starts (the naive
@@ -64,7 +65,9 @@ def running_stack(
             stack.start_workers()  # all at once: one group join, not one rebalance per worker
         collector.start()
         publisher = UploadPublisher(stack.bootstrap)
-        tag_burst(publisher, collector, paths[: 8 * workers], "warm", 300)
+        # Unreported: a fresh Triton's first batches of each size are slow (ONNX Runtime's arenas touch new
+        # memory: the general model's first 600-photo burst ran at ~33 img/s, the second at 60-67)
+        tag_burst(publisher, collector, paths[: max(8 * workers, warm_photos)], "warm", 300)
         yield stack, publisher, collector
     finally:
         collector.stop()
@@ -154,7 +157,9 @@ def bench_stream(
 ) -> dict:
     """Bursts (images/s, CPU per photo by process and by worker stage), then the latency curve at fractions
     of ``ceiling`` and the server scenario's highest rate within ``bound_ms`` (p99)."""
-    with running_stack(paths, repo, run_dir, workers, worker_env, partitions, before_workers) as (
+    with running_stack(
+        paths, repo, run_dir, workers, worker_env, partitions, before_workers, plan.warm_photos
+    ) as (
         stack,
         publisher,
         collector,
@@ -172,7 +177,7 @@ def bench_stream(
     # records heavier (FreshStacks).
     def start(index: int) -> contextlib.AbstractContextManager:
         return running_stack(paths, repo, run_dir.with_name(f"{run_dir.name}-server{index}"), workers,
-                             worker_env, partitions)  # fmt: skip
+                             worker_env, partitions, warm_photos=plan.warm_photos)  # fmt: skip
 
     with FreshStacks(start, plan.fresh_after) as stacks:
         server = Server(stacks, paths, plan.trial_s, plan.trial_min_photos)

@@ -30,6 +30,7 @@ class Plan:
     search_steps: int = 3  # bisection trials after the latency curve's four
     confirm: bool = True  # the rate found is offered once more, and must pass again
     fresh_after: int = 3000  # uploads one server-scenario stack takes before a fresh one replaces it
+    warm_photos: int = 256  # an unreported burst on each new stack before anything is measured
     offline_sample: int = 120  # photos per configuration of the offline sweep
     batches: tuple[int, ...] = (8, 16, 32)  # batch sizes the offline sweep tries
 
