@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import platform
 import re
-from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -144,7 +143,7 @@ def test_the_served_model_version_follows_the_version_triton_names(tmp_path) -> 
     """Tag an upload with answers from version 3, then 4: the gauge names only the version of the latest answer."""
     from PIL import Image
 
-    from tests.stream.test_tagging import FakeBroker, FakeDlqTopic, event, upload
+    from tests.stream.test_tagging import FakeBroker, event, fake_topics, upload
 
     Image.new("RGB", (64, 48), (220, 20, 20)).save(tmp_path / "red.png")
 
@@ -166,9 +165,7 @@ def test_the_served_model_version_follows_the_version_triton_names(tmp_path) -> 
 
     async def scenario() -> list[dict]:
         broker = FakeBroker()
-        topics = SimpleNamespace(
-            tags=SimpleNamespace(app=SimpleNamespace(producer=broker)), dlq=FakeDlqTopic(broker)
-        )
+        topics = fake_topics(broker)
         tagger = BatchTagger(Settings(file_roots=str(tmp_path), model_name="tagger"), topics)  # type: ignore[arg-type]
         tagger.client = Triton()  # type: ignore[assignment]
         tagger.model_input = ModelInput(width=32, height=32, max_batch_size=8)

@@ -54,6 +54,26 @@ class FakeDlqTopic:
         return self.broker.future()
 
 
+def fake_topics(broker: FakeBroker) -> SimpleNamespace:
+    """The app's topics as the tagger uses them: tag events straight to the producer, dead letters via the topic."""
+    return SimpleNamespace(
+        tags=SimpleNamespace(app=SimpleNamespace(producer=broker)), dlq=FakeDlqTopic(broker)
+    )
+
+
+async def process_acking_late(tagger: BatchTagger, broker: FakeBroker, events: list) -> bool:
+    """Run ``tagger.process(events)``, holding the broker's acknowledgements until every output was sent and
+    0.2 s more; whether the batch counted as done before they came (it must not)."""
+    done = asyncio.ensure_future(tagger.process(events))
+    while len(broker.sent) < len(events):
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    finished_before_acks = done.done()
+    broker.ack_all()
+    await asyncio.wait_for(done, 10)
+    return finished_before_acks
+
+
 class FakeTriton:
     """Tags every image "red" unless it is blue, which the model fails on (a per-input model error)."""
 
@@ -91,10 +111,7 @@ def photos(tmp_path):
 def test_every_event_ends_as_one_acknowledged_output(photos):
     async def scenario() -> tuple[FakeBroker, FakeTriton, bool]:
         broker = FakeBroker()
-        topics = SimpleNamespace(
-            tags=SimpleNamespace(app=SimpleNamespace(producer=broker)), dlq=FakeDlqTopic(broker)
-        )
-        tagger = BatchTagger(Settings(file_roots=str(photos), infer_batch_size=2), topics)  # type: ignore[arg-type]
+        tagger = BatchTagger(Settings(file_roots=str(photos), infer_batch_size=2), fake_topics(broker))  # type: ignore[arg-type]
         tagger.client = FakeTriton()  # type: ignore[assignment]
         tagger.model_input = ModelInput(width=32, height=32, max_batch_size=8)
         events = [
@@ -104,13 +121,7 @@ def test_every_event_ends_as_one_acknowledged_output(photos):
             event(3, upload("p-blue", photos / "blue.png"), "p-blue"),
             event(4, upload("p-red-2", photos / "red.png"), "p-red-2"),
         ]
-        done = asyncio.ensure_future(tagger.process(events))
-        while len(broker.sent) < len(events):
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
-        finished_before_acks = done.done()
-        broker.ack_all()
-        await asyncio.wait_for(done, 10)
+        finished_before_acks = await process_acking_late(tagger, broker, events)
         return broker, tagger.client, finished_before_acks  # type: ignore[return-value]
 
     broker, triton, finished_before_acks = asyncio.run(scenario())

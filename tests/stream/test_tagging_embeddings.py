@@ -4,7 +4,6 @@ acknowledged before the batch counts as done; a version answering without one pu
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -14,7 +13,14 @@ from contracts.tensors import ModelInput
 from stream.inference import Prediction
 from stream.settings import Settings
 from stream.tagging import BatchTagger
-from tests.stream.test_tagging import FakeBroker, FakeDlqTopic, event, photos, upload  # noqa: F401
+from tests.stream.test_tagging import (  # noqa: F401 - photos is a fixture
+    FakeBroker,
+    event,
+    fake_topics,
+    photos,
+    process_acking_late,
+    upload,
+)
 
 VECTOR = np.linspace(-1, 1, 16).astype(np.float16)
 
@@ -35,22 +41,13 @@ class EmbeddingTriton:
 def _run(folder, version: str) -> tuple[FakeBroker, bool]:  # type: ignore[no-untyped-def]
     async def scenario() -> tuple[FakeBroker, bool]:
         broker = FakeBroker()
-        topics = SimpleNamespace(
-            tags=SimpleNamespace(app=SimpleNamespace(producer=broker)), dlq=FakeDlqTopic(broker)
-        )
+        topics = fake_topics(broker)
         settings = Settings(file_roots=str(folder), publish_embeddings=True)
         tagger = BatchTagger(settings, topics)  # type: ignore[arg-type]
         tagger.client = EmbeddingTriton(version)  # type: ignore[assignment]
         tagger.model_input = ModelInput(width=32, height=32, max_batch_size=8)
         events = [event(i, upload(f"p{i}", folder / "red.png"), f"p{i}") for i in range(3)]
-        done = asyncio.ensure_future(tagger.process(events))
-        while len(broker.sent) < len(events):
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
-        finished_before_acks = done.done()
-        broker.ack_all()
-        await asyncio.wait_for(done, 10)
-        return broker, finished_before_acks
+        return broker, await process_acking_late(tagger, broker, events)
 
     return asyncio.run(scenario())
 

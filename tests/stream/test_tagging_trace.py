@@ -8,7 +8,6 @@ import asyncio
 import logging
 import socket
 from pathlib import Path
-from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -19,7 +18,7 @@ from contracts.tracecontext import parse_traceparent
 from stream.logs import JsonFormatter
 from stream.settings import Settings
 from stream.tagging import BatchTagger
-from tests.stream.test_tagging import FakeBroker, FakeDlqTopic, FakeTriton, event, upload
+from tests.stream.test_tagging import FakeBroker, FakeTriton, event, fake_topics, upload
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()
@@ -28,9 +27,7 @@ PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()
 def run_batch(folder: Path, events: list) -> FakeBroker:  # type: ignore[no-untyped-def]
     async def scenario() -> FakeBroker:
         broker = FakeBroker()
-        topics = SimpleNamespace(
-            tags=SimpleNamespace(app=SimpleNamespace(producer=broker)), dlq=FakeDlqTopic(broker)
-        )
+        topics = fake_topics(broker)
         tagger = BatchTagger(
             Settings(file_roots=str(folder), allow_loopback_http=True, fetch_attempts=2), topics
         )  # type: ignore[arg-type]
