@@ -122,7 +122,7 @@ class Stacks(Protocol):
 
     def fresh_for(self, uploads: int) -> bool: ...
 
-    def diagnose(self) -> dict: ...
+    def stalled(self) -> dict: ...
 
 
 class Server:
@@ -157,7 +157,7 @@ class Server:
             # Recorded as a failing trial (and the next one gets a fresh stack) rather than ending the run;
             # what the workers said they did goes to the console and the run's JSON.
             missing = len(set(ids) - collector.seen.keys())
-            self.stalls.append({"offered": rate, "photos": n, "missing": missing, **self.stacks.diagnose()})
+            self.stalls.append({"offered": rate, "photos": n, "missing": missing, **self.stacks.stalled()})
             console.print(f"  [red]{missing} of {n} uploads got no outcome within {wait_s:.0f} s[/]: "
                           f"{self.stalls[-1]}")  # fmt: skip
         deadline = time.time()
@@ -209,8 +209,9 @@ def server_search(
     def offer(load: float, **mark: bool) -> bool:
         trial = server.offer(load * ceiling)
         trials.append({"load": round(load, 3), **mark, **trial.row()})
-        (passing if trial.passes(bound_ms) else failing).append(load)
-        return trial.passes(bound_ms)
+        passed = trial.passes(bound_ms)
+        (passing if passed else failing).append(load)
+        return passed
 
     if not failing and hi > lo:  # every curve point passed: try the burst rate itself first
         if offer(hi):

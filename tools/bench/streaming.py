@@ -65,8 +65,8 @@ def running_stack(
             stack.start_workers()  # all at once: one group join, not one rebalance per worker
         collector.start()
         publisher = UploadPublisher(stack.bootstrap)
-        # Unreported: a fresh Triton's first batches of each size are slow (ONNX Runtime's arenas touch new
-        # memory: the general model's first 600-photo burst ran at ~33 img/s, the second at 60-67)
+        # Unreported, so that a new stack's first batches (slow ones included: the general model's first burst
+        # on a fresh stack runs at about half the second's, cause not found; docs/performance.md) start no trial
         tag_burst(publisher, collector, paths[: max(8 * workers, warm_photos)], "warm", 300)
         yield stack, publisher, collector
     finally:
@@ -113,9 +113,9 @@ class FreshStacks:
         self.taken = 0
         self.started += 1
 
-    def diagnose(self) -> dict:
-        """What the current stack's workers report (their counters, from /metrics), and which children have
-        exited; the next trial then gets a fresh stack."""
+    def stalled(self) -> dict:
+        """A trial stalled on the current stack: retire it (the next trial gets a fresh one) and return what
+        its workers report (their counters, from /metrics) and which children have exited."""
         self.taken = self.fresh_after + 1
         out: dict = {"exited": [c.name for c in self.stack.children if c.proc.poll() is not None]}
         for name, port in self.stack.worker_ports.items():
@@ -186,8 +186,6 @@ def bench_stream(
             server, ceiling, bound_ms, curve, top=min(1.0, stream_rate / ceiling), steps=plan.search_steps,
             confirm=plan.confirm,
         )  # fmt: skip
-        stacks_used = stacks.started
-        stalls = server.stalls
         half = next(r for r in curve if r["load"] == 0.5)
         return {
             "img_s": round(stream_rate, 1),
@@ -199,5 +197,5 @@ def bench_stream(
             "latency_load_img_s": round(half["offered"], 1),
             "latency_ms": {q: half[q] for q in ("p50", "p95", "p99")},
             "curve": curve,
-            "server": {**search, "stacks": stacks_used, "stalls": stalls},
+            "server": {**search, "stacks": stacks.started, "stalls": server.stalls},
         }
