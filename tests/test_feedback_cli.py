@@ -47,6 +47,21 @@ def test_feedback_train_writes_a_version_only_when_better_on_heldout_edits(world
     assert versions(root / "repo" / "tagger") == ([1] if better else [])
 
 
+def test_one_edited_photo_cannot_judge_a_version_and_the_command_says_so(world, tmp_path, capsys):
+    root, manifest = world
+    vocab = synthetic_vocabulary()
+    collection = feedback.load_collection(manifest, vocab, 32, None)
+    served = [[("sky", 0.9)] for _ in collection.photo_ids]
+    assert feedback.simulate_edits(tmp_path / "index.sqlite", collection, served, [0], vocab.tags) == 1
+    args = ["train", "--index", str(tmp_path / "index.sqlite"), "--manifest", str(manifest), "--checkpoint",
+            str(root / "checkpoint.pt"), "--repo", str(tmp_path / "repo"), "--out", str(tmp_path / "out"),
+            "--votes", "1", "--min-gain", "-1"]  # fmt: skip
+    assert feedback.main(args) == 0
+    assert "it takes two edited photos or more" in " ".join(capsys.readouterr().err.split())
+    assert json.loads((tmp_path / "out" / "feedback.json").read_text())["written"] is None
+    assert versions(tmp_path / "repo" / "tagger") == []
+
+
 def test_feedback_train_refuses_a_missing_index_or_manifest_in_one_line(world, tmp_path, capsys):
     root, manifest = world
     common = ["--checkpoint", str(root / "checkpoint.pt"), "--out", str(tmp_path)]

@@ -210,6 +210,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"held-out edits: mAP {result.before_map:.3f} → {result.after_map:.3f}: added {version} "
             f"(checkpoint {args.out / 'checkpoint.pt'}); Triton rolls it out"
         )
+    elif not result.before:
+        console.print(
+            f"no held-out edited photo shows a tag to judge a version on ({result.heldout} held out of "
+            f"{edited} edited): no version written; it takes two edited photos or more"
+        )
     else:
         console.print(
             f"held-out edits: mAP {result.before_map:.3f} → {result.after_map:.3f} on {result.heldout} "

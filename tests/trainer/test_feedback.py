@@ -75,6 +75,18 @@ def test_the_heldout_split_is_stable_as_edits_accumulate():
     assert (heldout(ids[:500], 0.25) == mask[:500]).all()
 
 
+def test_a_few_edited_photos_always_give_a_heldout_photo_and_a_trained_one():
+    # small rounds, where hashing alone would often put every photo on one side (the e2e loop has 5-7)
+    for n in (2, 3, 6):
+        for start in range(0, 600, n):
+            ids = [f"photo-{i}" for i in range(start, start + n)]
+            mask = heldout(ids, 0.25)
+            assert 1 <= mask.sum() < n, (ids, mask)
+            assert (heldout(ids, 0.9).sum()) < n
+    assert heldout(["only"], 0.25).sum() in (0, 1)  # one photo: nothing to split
+    assert not heldout([f"p{i}" for i in range(50)], 0.0).any()
+
+
 def test_careful_owners_edits_beat_the_served_head_and_one_poisoner_changes_nothing():
     features, truth = _world(600)
     base = _noisy(truth, seed=1)
