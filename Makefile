@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/darkroom demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e"
