@@ -13,6 +13,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -157,6 +158,19 @@ def follow(
     message (None: follow forever) or once ``should_stop()`` is true. Partitions are assigned directly, not through a consumer group: a
     reader needs no group membership, starts at once and leaves no committed offsets behind. TLS/SASL come
     from ``settings`` (default: plaintext)."""
+    for msg in follow_messages(bootstrap, topics, from_beginning, idle_timeout_s, should_stop, settings):
+        yield msg.topic(), msg.key(), msg.value()
+
+
+def follow_messages(
+    bootstrap: str,
+    topics: list[str],
+    from_beginning: bool = True,
+    idle_timeout_s: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    settings: Settings | None = None,
+) -> Iterator[Message]:
+    """:func:`follow`, yielding librdkafka's messages themselves (their headers, partition and offset too)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -186,7 +200,7 @@ def follow(
             if msg.error():
                 continue  # partition EOF and transient errors: librdkafka recovers by itself
             last = time.monotonic()
-            yield msg.topic(), msg.key(), msg.value()
+            yield msg
     finally:
         consumer.close()
 

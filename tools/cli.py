@@ -193,11 +193,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    """Print tag events and dead letters as they arrive."""
-    import orjson
+    """Print tag events and dead letters as they arrive, each with the trace it belongs to."""
     from confluent_kafka import KafkaException
 
-    from stream.clients import check_broker, follow
+    from stream.clients import check_broker, follow_messages
     from stream.settings import Settings
 
     settings = Settings.from_env()  # bootstrap, topics and Kafka TLS/SASL unless given, as for publish
@@ -211,29 +210,42 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return 2
     seen = 0
     try:
-        for topic, _, value in follow(
-            bootstrap,
-            topics,
-            args.from_beginning,
-            args.idle_timeout,
-            settings=settings,
+        for msg in follow_messages(
+            bootstrap, topics, args.from_beginning, args.idle_timeout, settings=settings
         ):
-            try:
-                event = orjson.loads(value or b"null")
-            except orjson.JSONDecodeError:
-                print(f"{topic}: (not JSON) {value!r}")
-                continue
-            if topic == dlq_topic:
-                print(f"DLQ  {event.get('photo_id')}  {event.get('error')}: {event.get('detail')}")
-            else:
-                tags = ", ".join(f"{t['tag']} {t['score']:.2f}" for t in event.get("tags", []))
-                print(f"TAGS {event.get('photo_id')}  v{event.get('model_version')}  {tags}")
+            print(tail_line(msg.topic(), msg.value(), msg.headers(), dlq_topic))
             seen += 1
             if args.max and seen >= args.max:
                 break
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def tail_line(topic: str, value: bytes | None, headers: list | None, dlq_topic: str) -> str:
+    """One record as `darkroom tail` prints it: ``TAGS`` or ``DLQ``, the photo, what it got, and the trace-id
+    of its ``traceparent`` header when it has a valid one (anything else in the record is printed as data)."""
+    import orjson
+
+    from contracts.tracecontext import TRACEPARENT, parse_traceparent
+
+    traces = [parse_traceparent(v) for k, v in headers or [] if k == TRACEPARENT]
+    trace = next((f"  trace {t.trace_id}" for t in traces if t is not None), "")
+    try:
+        event = orjson.loads(value or b"null")
+    except orjson.JSONDecodeError:
+        return f"{topic}: (not JSON) {value!r}{trace}"
+    if not isinstance(event, dict):
+        return f"{topic}: (not an event) {value!r}{trace}"
+    if topic == dlq_topic:
+        return f"DLQ  {event.get('photo_id')}  {event.get('error')}: {event.get('detail')}{trace}"
+    tags = event.get("tags")
+    shown = ", ".join(
+        f"{t.get('tag')} {t['score']:.2f}" if isinstance(t.get("score"), int | float) else str(t.get("tag"))
+        for t in (tags if isinstance(tags, list) else [])
+        if isinstance(t, dict)
+    )
+    return f"TAGS {event.get('photo_id')}  v{event.get('model_version')}  {shown}{trace}"
 
 
 def cmd_model(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from contracts.tracecontext import parse_traceparent
+from tools import cli
 from tools.embedded import Ports, Stack
 from trainer.data.synthetic import make_photo_set
 
@@ -43,7 +44,7 @@ def upload(photo_id: str, url: str) -> bytes:
     return orjson.dumps({"photo_id": photo_id, "url": url, "uploaded_at": "2026-12-01T00:00:00Z"})
 
 
-def test_outputs_carry_the_upload_s_trace_and_dead_letters_keep_its_headers(stack, outcome_reader):
+def test_outputs_carry_the_upload_s_trace_and_dead_letters_keep_its_headers(stack, outcome_reader, capsys):
     stack, photo = stack
     run = uuid.uuid4().hex[:6]
     traced, untraced, refused, hostile = (
@@ -91,6 +92,15 @@ def test_outputs_carry_the_upload_s_trace_and_dead_letters_keep_its_headers(stac
              if line.startswith(b"{")]  # fmt: skip
     letters = [e for e in lines if e["message"].startswith("dead letter") and e.get("photo_id") == refused]
     assert letters and all(e["trace_id"] == TRACE_ID for e in letters), letters
+
+    # `darkroom tail` shows each output with its trace.
+    assert cli.main(["tail", "--bootstrap", stack.bootstrap, "--from-beginning", "--idle-timeout", "3"]) == 0
+    printed = {
+        line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line[:4] in ("TAGS", "DLQ ")
+    }
+    assert printed[traced].startswith(f"TAGS {traced}") and printed[traced].endswith(f"trace {TRACE_ID}")
+    assert printed[refused].startswith(f"DLQ  {refused}") and printed[refused].endswith(f"trace {TRACE_ID}")
+    assert " trace " in printed[untraced] and TRACE_ID not in printed[untraced]
 
     # Another consumer group reads the same records, as a redelivery would: the very same headers again.
     first = {pid: list(reader.headers[pid]) for pid in (traced, untraced, refused, hostile)}
