@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
+from stream import metrics
+from stream.gaps import OffsetGaps
 from stream.kafka_security import faust_credentials
 from stream.settings import Settings
 from stream.tolerant_records import install as install_tolerant_records
@@ -34,10 +36,57 @@ FETCH_MAX_WAIT_MS = 20
 
 
 class PromptConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """aiokafka in Faust's consumer thread, with a short fetch wait and fetches checked for skipped offsets."""
+
+    gaps: OffsetGaps | None = None
+
     def _create_worker_consumer(self, transport):  # type: ignore[no-untyped-def]
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the fetcher starts, at consumer.start()
         return consumer
+
+    async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):  # type: ignore[no-untyped-def]
+        """Faust's, except that a partition's records that start past a skipped offset are left unread and
+        the partition is fetched again from that offset (stream/gaps.py): the embedded broker can serve a
+        later upload before an earlier one, and the earlier one would never be tagged."""
+        if self.gaps is None:
+            self.gaps = OffsetGaps(getattr(self.consumer.app, "gap_retries", 0))
+        before = fetch_positions(consumer)
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        return heal_fetched(consumer, self.gaps, before, records)
+
+
+def fetch_positions(consumer) -> dict:  # type: ignore[no-untyped-def]
+    """Each assigned partition's position (the offset its next record should have), where aiokafka has one."""
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    if assignment is None:
+        return {}
+    positions = {}
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if state is not None and state.has_valid_position:
+            positions[tp] = state.position
+    return positions
+
+
+def heal_fetched(consumer, gaps: OffsetGaps, before: dict, records: dict) -> dict:  # type: ignore[no-untyped-def]
+    """``records`` (partition → fetched records) up to each partition's first skipped offset; a partition cut
+    short is sought back to that offset, so its next fetch starts there."""
+    healed, read_past = gaps.healed, gaps.accepted
+    out = {}
+    for tp, batch in records.items():
+        kept = gaps.check(tp, before.get(tp), [record.offset for record in batch])
+        if kept < len(batch):
+            consumer.seek(tp, gaps.pending(tp))
+            batch = batch[:kept]
+        if batch:
+            out[tp] = batch
+    metrics.FETCH_GAPS.labels("healed").inc(gaps.healed - healed)
+    metrics.FETCH_GAPS.labels("read_past").inc(gaps.accepted - read_past)
+    return out
 
 
 class PromptConsumer(aiokafka_driver.Consumer):
@@ -52,6 +101,8 @@ class TaggerApp(faust.App):
     ``producer_idempotence`` is set, and a rebalance that does not wait for Triton."""
 
     idempotent_producer: bool = False
+    #: DARKROOM_KAFKA_GAP_RETRIES: fetches of a skipped upload offset before it is read past (stream/gaps.py)
+    gap_retries: int = 0
     #: set by the agent: gives back (unacked) the events it cannot finish soon, and returns them
     release_held: Callable[[], Awaitable[list[faust.EventT]]] | None = None
     _revoking: bool = False
@@ -119,6 +170,7 @@ def create_app(settings: Settings) -> tuple[faust.App, AppTopics]:
         web_in_thread=False,
     )
     app.idempotent_producer = settings.producer_idempotence
+    app.gap_retries = settings.kafka_gap_retries
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     topics = AppTopics(
         uploads=app.topic(settings.uploads_topic, **raw),

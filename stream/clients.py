@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,8 +22,11 @@ from confluent_kafka.admin import AdminClient
 
 from contracts import topics
 from contracts.records import upload_value
+from stream.gaps import OffsetGaps
 from stream.kafka_security import librdkafka_config
 from stream.settings import Settings
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 
@@ -169,8 +173,12 @@ def follow_messages(
     idle_timeout_s: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     settings: Settings | None = None,
+    gaps: OffsetGaps | None = None,
 ) -> Iterator[Message]:
-    """:func:`follow`, yielding librdkafka's messages themselves (their headers, partition and offset too)."""
+    """:func:`follow`, yielding librdkafka's messages themselves (their headers, partition and offset too).
+    An offset the broker skipped is fetched again before what follows it is yielded (stream/gaps.py; ``gaps``:
+    the decisions' state and counts, default a new one with ``settings.kafka_gap_retries``)."""
+    settings = settings or Settings()
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -179,7 +187,9 @@ def follow_messages(
             # Tansu can hold a fetch for the whole wait even when records arrive: keep it short, so that
             # what a reader reports as "seen" is when the record was there, not up to 500 ms later.
             "fetch.wait.max.ms": 20,
-            **librdkafka_config(settings or Settings()),
+            # an offset no longer there (retention) restarts at the oldest kept, never at the end
+            "auto.offset.reset": "earliest",
+            **librdkafka_config(settings),
         }
     )
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
@@ -188,9 +198,10 @@ def follow_messages(
     if missing:
         consumer.close()
         raise KafkaException(f"topic(s) not found on {bootstrap}: {', '.join(missing)}")
-    consumer.assign(
-        [TopicPartition(t, p, start) for t in topics for p in sorted(metadata.topics[t].partitions)]
-    )
+    assigned = [TopicPartition(t, p, start) for t in topics for p in sorted(metadata.topics[t].partitions)]
+    consumer.assign(assigned)
+    reader = GapHealingReader(consumer, settings.kafka_gap_retries, gaps)
+    reader.started(assigned)
     last = time.monotonic()
     try:
         while (idle_timeout_s is None or time.monotonic() - last < idle_timeout_s) and not should_stop():
@@ -200,9 +211,58 @@ def follow_messages(
             if msg.error():
                 continue  # partition EOF and transient errors: librdkafka recovers by itself
             last = time.monotonic()
-            yield msg
+            yield from reader.admit([msg])
     finally:
         consumer.close()
+
+
+class GapHealingReader:
+    """A librdkafka consumer's records with every partition's offsets checked (stream/gaps.py): the records
+    of a partition past an offset the broker skipped are dropped and the partition is sought back to it,
+    so they come again, after it. librdkafka discards what it had fetched before a seek."""
+
+    def __init__(self, consumer: Consumer, retries: int, gaps: OffsetGaps | None = None) -> None:
+        self.consumer = consumer
+        self.gaps = gaps if gaps is not None else OffsetGaps(retries)
+        self.positions: dict[tuple[str, int], int] = {}  # the offset each partition's next record should have
+
+    def started(self, assigned: list[TopicPartition]) -> None:
+        """The partitions were just assigned at these offsets: an explicit offset is where they start, the
+        beginning is the low watermark; the end is learnt from the first record."""
+        if self.gaps.retries <= 0:
+            return
+        for tp in assigned:
+            if tp.offset >= 0:
+                self.positions[(tp.topic, tp.partition)] = tp.offset
+            elif tp.offset == OFFSET_BEGINNING:
+                low, _ = self.consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=10
+                )
+                self.positions[(tp.topic, tp.partition)] = low
+
+    def admit(self, messages: list[Message]) -> list[Message]:
+        """``messages`` (one poll's or consume's, errors included) without any record past a skipped offset."""
+        by_partition: dict[tuple[str, int], list[Message]] = {}
+        for msg in messages:
+            if not msg.error():
+                by_partition.setdefault((msg.topic(), msg.partition()), []).append(msg)
+        dropped: set[int] = set()
+        for key, batch in by_partition.items():
+            kept = self.gaps.check(key, self.positions.get(key), [m.offset() for m in batch])
+            if kept < len(batch):
+                resume = self.gaps.pending(key)
+                try:
+                    self.consumer.seek(TopicPartition(key[0], key[1], resume))
+                except KafkaException as exc:  # not fetching this partition (any more): read on, as before
+                    log.warning("cannot fetch %s[%d] again from %d (%s): reading on", *key, resume, exc)
+                    self.gaps.forget(key)
+                    kept = len(batch)
+                else:
+                    self.positions[key] = resume
+                    dropped.update(id(m) for m in batch[kept:])
+            if kept:
+                self.positions[key] = batch[kept - 1].offset() + 1
+        return [m for m in messages if id(m) not in dropped]
 
 
 def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 10.0) -> dict[tuple[str, int], int]:

@@ -60,6 +60,12 @@ END_TO_END = Histogram(
     "From an upload's uploaded_at to its tag event produced",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+FETCH_GAPS = Counter(
+    "darkroom_fetch_gaps_total",
+    "Upload offsets a fetch skipped (stream/gaps.py): healed (fetched again and read) or read_past (still "
+    "absent after DARKROOM_KAFKA_GAP_RETRIES fetches: a transaction marker, nothing lost)",
+    ["outcome"],
+)
 BUILD_INFO = Gauge(
     "darkroom_build_info", "The running Darkroom: its version and Python's (always 1)", ["version", "python"]
 )
@@ -73,6 +79,8 @@ BUILD_INFO.labels(package_version(), platform.python_version()).set(1)
 # Every known label value from the start, so that rate() and increase() see the first event of each.
 for _kind in ("tagged", "dead_letter"):
     EVENTS_OUT.labels(_kind)
+for _outcome in ("healed", "read_past"):
+    FETCH_GAPS.labels(_outcome)
 for _code in ErrorCode:
     DEAD_LETTERS.labels(str(_code))
 for _target in ("triton", "model", "fetch"):

@@ -131,6 +131,10 @@ class Settings:
     triton_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_TRITON_TIMEOUT_S"})
     #: the consumer group's session timeout: a worker silent this long is taken out of the group, seconds
     session_timeout_s: float = field(default=10.0, metadata={"env": "DARKROOM_SESSION_TIMEOUT_S"})
+    #: how often a reader (worker, indexer, CLI) fetches a partition again from an offset a fetch skipped
+    #: before it reads past it; the embedded broker can serve a later record before an earlier one
+    #: (stream/gaps.py). 0: never (Kafka itself does not); a gap that stays is a transaction marker
+    kafka_gap_retries: int = field(default=3, metadata={"env": "DARKROOM_KAFKA_GAP_RETRIES"})
     #: the address the health and metrics pages listen on (``0.0.0.0`` in the container image)
     web_bind: str = field(default="127.0.0.1", metadata={"env": "DARKROOM_WEB_BIND"})
     #: the port of ``/health/live``, ``/health/ready`` and ``/metrics``
@@ -199,6 +203,8 @@ class Settings:
                 raise SettingsError(f"{_env_name(name)} must be >= 1, got {getattr(self, name)}")
         if self.fetch_keepalive_s < 0:
             raise SettingsError(f"DARKROOM_FETCH_KEEPALIVE_S must be >= 0, got {self.fetch_keepalive_s}")
+        if self.kafka_gap_retries < 0:
+            raise SettingsError(f"DARKROOM_KAFKA_GAP_RETRIES must be >= 0, got {self.kafka_gap_retries}")
         if not 0.0 <= self.shadow_fraction <= 1.0:
             raise SettingsError(f"DARKROOM_SHADOW_FRACTION must be within 0..1, got {self.shadow_fraction}")
         if self.batch_window_s < 0:

@@ -93,6 +93,7 @@ def read_window(
     ``WINDOW_IDLE_S``."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+    from stream.clients import GapHealingReader
     from stream.kafka_security import librdkafka_config
 
     consumer = Consumer(
@@ -121,13 +122,15 @@ def read_window(
         out: dict[str, list[bytes | None]] = {t: [] for t in topics}
         pending = {(tp.topic, tp.partition) for tp in starts}
         consumer.assign(starts)
+        reader = GapHealingReader(consumer, settings.kafka_gap_retries)  # stream/gaps.py
+        reader.started(starts)
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
         while pending and time.monotonic() - last < WINDOW_IDLE_S:
             if time.monotonic() > deadline:
                 raise KafkaException(f"reading the window took over {timeout_s:.0f}s; give fewer --minutes")
             msg = consumer.poll(0.2)
-            if msg is None or msg.error():
+            if msg is None or msg.error() or not reader.admit([msg]):
                 continue
             stamp = msg.timestamp()[1]
             if stamp > now_ms:  # past the window: this partition is read
