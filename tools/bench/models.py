@@ -35,6 +35,7 @@ QUICK_PLANS = {
         confirm=False,
         fresh_after=100_000,
         warm_photos=16,
+        latency_on_burst_stack=True,
         offline_sample=40,
         batches=(8, 16),
     ),  # fmt: skip
@@ -48,6 +49,7 @@ QUICK_PLANS = {
         confirm=False,
         fresh_after=100_000,
         warm_photos=16,
+        latency_on_burst_stack=True,
         offline_sample=16,
         batches=(8,),
     ),  # fmt: skip

@@ -157,13 +157,13 @@ def bench_stream(
 ) -> dict:
     """Bursts (images/s, CPU per photo by process and by worker stage), then the latency curve at fractions
     of ``ceiling`` and the server scenario's highest rate within ``bound_ms`` (p99)."""
-    with running_stack(
-        paths, repo, run_dir, workers, worker_env, partitions, before_workers, plan.warm_photos
-    ) as (
-        stack,
-        publisher,
-        collector,
-    ):
+    with contextlib.ExitStack() as bursts_stack:
+        first = bursts_stack.enter_context(
+            running_stack(
+                paths, repo, run_dir, workers, worker_env, partitions, before_workers, plan.warm_photos
+            )
+        )
+        stack, publisher, collector = first
         worker_pids = [c.proc.pid for c in stack.children if c.name.startswith("worker")]
         meter = CpuMeter({c.name: c.proc.pid for c in stack.children})
         threads = ThreadMeter(worker_pids)
@@ -172,30 +172,34 @@ def bench_stream(
         cpu = meter.per_photo_ms(photos)
         stages = threads.per_photo_ms(photos)
         stream_rate = float(np.median(runs))
+        if not plan.latency_on_burst_stack:
+            bursts_stack.close()
 
-    # The latency curve and the search on stacks of their own: the bursts left the broker thousands of
-    # records heavier (FreshStacks).
-    def start(index: int) -> contextlib.AbstractContextManager:
-        return running_stack(paths, repo, run_dir.with_name(f"{run_dir.name}-server{index}"), workers,
-                             worker_env, partitions, warm_photos=plan.warm_photos)  # fmt: skip
+        # The latency curve and the search on stacks of their own: the bursts left the broker thousands of
+        # records heavier (FreshStacks). A quick run, which keeps the command working, reuses the bursts'.
+        def start(index: int) -> contextlib.AbstractContextManager:
+            if index == 0 and plan.latency_on_burst_stack:
+                return contextlib.nullcontext(first)
+            return running_stack(paths, repo, run_dir.with_name(f"{run_dir.name}-server{index}"), workers,
+                                 worker_env, partitions, warm_photos=plan.warm_photos)  # fmt: skip
 
-    with FreshStacks(start, plan.fresh_after) as stacks:
-        server = Server(stacks, paths, plan.trial_s, plan.trial_min_photos)
-        curve = latency_curve(server, ceiling)
-        search = server_search(
-            server, ceiling, bound_ms, curve, top=min(1.0, stream_rate / ceiling), steps=plan.search_steps,
-            confirm=plan.confirm,
-        )  # fmt: skip
-        half = next(r for r in curve if r["load"] == 0.5)
-        return {
-            "img_s": round(stream_rate, 1),
-            "runs_img_s": [round(r, 1) for r in runs],
-            "dead_letters": len(collector.dead),
-            "cpu_ms_per_photo": cpu,
-            "worker_cpu_ms_per_photo": round(sum(v for k, v in cpu.items() if k.startswith("worker")), 3),
-            "worker_stages_ms_per_photo": stages,
-            "latency_load_img_s": round(half["offered"], 1),
-            "latency_ms": {q: half[q] for q in ("p50", "p95", "p99")},
-            "curve": curve,
-            "server": {**search, "stacks": stacks.started, "stalls": server.stalls},
-        }
+        with FreshStacks(start, plan.fresh_after) as stacks:
+            server = Server(stacks, paths, plan.trial_s, plan.trial_min_photos)
+            curve = latency_curve(server, ceiling)
+            search = server_search(
+                server, ceiling, bound_ms, curve, top=min(1.0, stream_rate / ceiling), steps=plan.search_steps,
+                confirm=plan.confirm,
+            )  # fmt: skip
+            half = next(r for r in curve if r["load"] == 0.5)
+            return {
+                "img_s": round(stream_rate, 1),
+                "runs_img_s": [round(r, 1) for r in runs],
+                "dead_letters": len(collector.dead),
+                "cpu_ms_per_photo": cpu,
+                "worker_cpu_ms_per_photo": round(sum(v for k, v in cpu.items() if k.startswith("worker")), 3),
+                "worker_stages_ms_per_photo": stages,
+                "latency_load_img_s": round(half["offered"], 1),
+                "latency_ms": {q: half[q] for q in ("p50", "p95", "p99")},
+                "curve": curve,
+                "server": {**search, "stacks": stacks.started, "stalls": server.stalls},
+            }

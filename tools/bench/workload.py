@@ -31,6 +31,7 @@ class Plan:
     confirm: bool = True  # the rate found is offered once more, and must pass again
     fresh_after: int = 3000  # uploads one server-scenario stack takes before a fresh one replaces it
     warm_photos: int = 256  # an unreported burst on each new stack before anything is measured
+    latency_on_burst_stack: bool = False  # --quick: the curve and search reuse the bursts' stack (no new one)
     offline_sample: int = 120  # photos per configuration of the offline sweep
     batches: tuple[int, ...] = (8, 16, 32)  # batch sizes the offline sweep tries
 
