@@ -6,7 +6,7 @@ Starts the embedded broker (Tansu, memory storage) alone, then ``--producers`` a
 the workers produce tag events) write small keyed records to one 4-partition topic, each pausing about
 ``--pause-ms`` between sends, for ``--seconds``. Meanwhile ``--readers`` readers of four kinds follow the topic from its start, as
 the tag events' readers do: librdkafka (the indexer, `darkroom tail`, the bench's reader) and aiokafka (the
-worker, through the same ``fetch_positions``/``heal_fetched`` as its consumer thread), each once with the check
+worker, through the same ``fetch_positions``/``unchanged_positions``/``heal_fetched`` as its consumer thread), each once with the check
 off (``DARKROOM_KAFKA_GAP_RETRIES=0``, what every reader did before) and once on (3). Afterwards the topic is
 read again from the start by a fresh reader. Reports, per reader, the records it never saw, the gaps it
 healed and read past; prints JSON and writes it to ``--out``.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stream.app import fetch_positions, heal_fetched  # noqa: E402
+from stream.app import fetch_positions, heal_fetched, unchanged_positions  # noqa: E402
 from stream.clients import follow_messages  # noqa: E402
 from stream.gaps import OffsetGaps  # noqa: E402
 from stream.settings import Settings  # noqa: E402
@@ -84,7 +84,8 @@ class AiokafkaReader(threading.Thread):
             while not self.stop.is_set():
                 before = fetch_positions(consumer)
                 records = await consumer._fetcher.fetched_records(consumer.assignment(), timeout=0.2)
-                for batch in heal_fetched(consumer, self.gaps, before, records).values():
+                positions = unchanged_positions(consumer, before)
+                for batch in heal_fetched(consumer, self.gaps, positions, records).values():
                     self.seen.update(record.value for record in batch)
         finally:
             await consumer.stop()

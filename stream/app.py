@@ -55,21 +55,33 @@ class PromptConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         records = await super()._fetch_records(
             consumer, active_partitions, timeout=timeout, max_records=max_records
         )
-        return heal_fetched(consumer, self.gaps, before, records)
+        return heal_fetched(consumer, self.gaps, unchanged_positions(consumer, before), records)
 
 
-def fetch_positions(consumer) -> dict:  # type: ignore[no-untyped-def]
-    """Each assigned partition's position (the offset its next record should have), where aiokafka has one."""
+def _states(consumer) -> dict:  # type: ignore[no-untyped-def]
     subscription = consumer._subscription.subscription
     assignment = subscription.assignment if subscription is not None else None
     if assignment is None:
         return {}
-    positions = {}
-    for tp in assignment.tps:
-        state = assignment.state_value(tp)
-        if state is not None and state.has_valid_position:
-            positions[tp] = state.position
-    return positions
+    return {tp: assignment.state_value(tp) for tp in assignment.tps}
+
+
+def fetch_positions(consumer) -> dict:  # type: ignore[no-untyped-def]
+    """Each assigned partition's state and position (the offset its next record should have), where aiokafka
+    has one."""
+    return {
+        tp: (state, state.position)
+        for tp, state in _states(consumer).items()
+        if state is not None and state.has_valid_position
+    }
+
+
+def unchanged_positions(consumer, before: dict) -> dict:  # type: ignore[no-untyped-def]
+    """The positions of ``before`` whose partition is still assigned as it was: after a rebalance (aiokafka
+    makes each assignment's partition states anew) a partition starts where its group committed, which says
+    nothing about an offset skipped."""
+    now = _states(consumer)
+    return {tp: position for tp, (state, position) in before.items() if now.get(tp) is state}
 
 
 def heal_fetched(consumer, gaps: OffsetGaps, before: dict, records: dict) -> dict:  # type: ignore[no-untyped-def]

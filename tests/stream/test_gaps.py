@@ -151,3 +151,42 @@ def test_the_worker_leaves_records_past_a_gap_unread_and_fetches_the_partition_a
     # a partition cut to nothing is left out of what Faust gets
     out = heal_fetched(consumer, gaps, {"uploads-1": 7}, {"uploads-1": [Record(9)]})
     assert out == {} and consumer.seeks[-1] == ("uploads-1", 7)
+
+
+class _State:
+    def __init__(self, position: int | None) -> None:
+        self.has_valid_position = position is not None
+        self.position = position
+
+
+class _Assignment:
+    def __init__(self, states: dict) -> None:
+        self.tps, self._states = set(states), states
+
+    def state_value(self, tp):  # noqa: ANN001
+        return self._states.get(tp)
+
+
+class _Consumer:
+    def __init__(self, states: dict) -> None:
+        self.reassign(states)
+
+    def reassign(self, states: dict) -> None:
+        subscription = type("Subscription", (), {"assignment": _Assignment(states)})()
+        self._subscription = type("SubscriptionState", (), {"subscription": subscription})()
+
+
+def test_after_a_rebalance_positions_from_before_it_are_not_compared():
+    from stream.app import fetch_positions, unchanged_positions
+
+    kept, moved = _State(10), _State(4)
+    consumer = _Consumer({"uploads-0": kept, "uploads-1": moved, "uploads-2": _State(None)})
+    before = fetch_positions(consumer)
+    assert {tp: pos for tp, (_, pos) in before.items()} == {"uploads-0": 10, "uploads-1": 4}
+    assert unchanged_positions(consumer, before) == {"uploads-0": 10, "uploads-1": 4}
+    # a rebalance while the fetch waited: uploads-1 now starts where the group committed (another worker
+    # read on from 4 to 30); seeking it back to 4 would redo that work, so it is not checked this time
+    consumer.reassign({"uploads-0": kept, "uploads-1": _State(30)})
+    assert unchanged_positions(consumer, before) == {"uploads-0": 10}
+    consumer._subscription.subscription = None  # no assignment at all (stopped)
+    assert fetch_positions(consumer) == {} and unchanged_positions(consumer, before) == {}
