@@ -235,9 +235,13 @@ class GapHealingReader:
             if tp.offset >= 0:
                 self.positions[(tp.topic, tp.partition)] = tp.offset
             elif tp.offset == OFFSET_BEGINNING:
-                low, _ = self.consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=10
-                )
+                try:
+                    low, _ = self.consumer.get_watermark_offsets(
+                        TopicPartition(tp.topic, tp.partition), timeout=10
+                    )
+                except KafkaException as exc:  # learnt from the first record instead
+                    log.warning("no watermarks for %s[%d] (%s)", tp.topic, tp.partition, exc)
+                    continue
                 self.positions[(tp.topic, tp.partition)] = low
 
     def admit(self, messages: list[Message]) -> list[Message]:

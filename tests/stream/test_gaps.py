@@ -75,10 +75,12 @@ class Msg:
 
 
 class FakeConsumer:
-    def __init__(self, low: int = 0, seek_fails: bool = False) -> None:
+    def __init__(self, low: int | None = 0, seek_fails: bool = False) -> None:
         self.low, self.seek_fails, self.seeks = low, seek_fails, []
 
     def get_watermark_offsets(self, tp, timeout):  # noqa: ANN001
+        if self.low is None:
+            raise KafkaException("Local: Timed out")
         return self.low, 100
 
     def seek(self, tp: TopicPartition) -> None:
@@ -190,3 +192,9 @@ def test_after_a_rebalance_positions_from_before_it_are_not_compared():
     assert unchanged_positions(consumer, before) == {"uploads-0": 10}
     consumer._subscription.subscription = None  # no assignment at all (stopped)
     assert fetch_positions(consumer) == {} and unchanged_positions(consumer, before) == {}
+
+
+def test_a_broker_that_gives_no_watermarks_leaves_the_start_to_the_first_record():
+    reader = GapHealingReader(FakeConsumer(low=None), retries=3)
+    reader.started([TopicPartition("tags", 0, OFFSET_BEGINNING)])
+    assert [m.offset() for m in reader.admit([Msg("tags", 0, 9), Msg("tags", 0, 10)])] == [9, 10]
