@@ -34,7 +34,7 @@ from stream.app import fetch_positions, heal_fetched, unchanged_positions  # noq
 from stream.clients import follow_messages  # noqa: E402
 from stream.gaps import OffsetGaps  # noqa: E402
 from stream.settings import Settings  # noqa: E402
-from tools.embedded import BROKER_GRACE_S, _kafka_answers, tansu_binary  # noqa: E402
+from tools.embedded import BROKER_GRACE_S, _kafka_answers, broker_argv  # noqa: E402
 
 TOPIC = "gaps"
 PARTITIONS = 4
@@ -126,12 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url, bootstrap = f"tcp://127.0.0.1:{port}", f"127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    bootstrap = f"127.0.0.1:{port}"
+    broker = subprocess.Popen(broker_argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not _kafka_answers(bootstrap):
@@ -146,12 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         admin.close()
 
         stop = threading.Event()
-        readers = {}
-        for n in range(args.readers):  # each reader's fetches race on their own: several show more
-            readers[f"librdkafka #{n + 1}, check off"] = LibrdkafkaReader(bootstrap, 0, stop)
-            readers[f"librdkafka #{n + 1}, check on"] = LibrdkafkaReader(bootstrap, 3, stop)
-            readers[f"aiokafka #{n + 1}, check off"] = AiokafkaReader(bootstrap, 0, stop)
-            readers[f"aiokafka #{n + 1}, check on"] = AiokafkaReader(bootstrap, 3, stop)
+        readers = {}  # (library, check, number) -> reader
+        for n in range(1, args.readers + 1):  # each reader's fetches race on their own: several show more
+            for library, kind in (("librdkafka", LibrdkafkaReader), ("aiokafka", AiokafkaReader)):
+                for check, retries in (("off", 0), ("on", 3)):
+                    readers[(library, check, n)] = kind(bootstrap, retries, stop)
         for reader in readers.values():
             reader.start()
         time.sleep(2)
@@ -187,19 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         "in_topic_read_again": len(again.seen & set(sent)),
         "readers": {},
     }
-    for name, reader in readers.items():
-        result["readers"][name] = {
-            "missed": len(set(sent) - reader.seen), "healed": reader.gaps.healed, "read_past": reader.gaps.accepted,
-        }  # fmt: skip
-    for kind in (
-        "librdkafka, check off",
-        "librdkafka, check on",
-        "aiokafka, check off",
-        "aiokafka, check on",
-    ):
-        rows = [r for name, r in result["readers"].items() if name.split(" #")[0] == kind.split(",")[0]
-                and name.endswith(kind.split(", ")[1])]  # fmt: skip
-        result["totals"][kind] = {k: sum(r[k] for r in rows) for k in ("missed", "healed", "read_past")}
+    for (library, check, n), reader in readers.items():
+        row = {
+            "missed": len(set(sent) - reader.seen),
+            "healed": reader.gaps.healed,
+            "read_past": reader.gaps.accepted,
+        }
+        result["readers"][f"{library} #{n}, check {check}"] = row
+        total = result["totals"].setdefault(f"{library}, check {check}", dict.fromkeys(row, 0))
+        for key, value in row.items():
+            total[key] += value
     text = json.dumps(result, indent=1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")

@@ -38,6 +38,7 @@ def consume(
     )
 
     from stream.clients import GapHealingReader
+    from stream.gaps import OffsetGaps
     from stream.kafka_security import librdkafka_config
 
     stop = stop or threading.Event()
@@ -61,7 +62,7 @@ def consume(
         assigned = [TopicPartition(t, p, stored.get((t, p), OFFSET_BEGINNING)) for t, p in partitions]
         consumer.assign(assigned)
         # a tag event the embedded broker served out of order is fetched again, not skipped (stream/gaps.py)
-        reader = GapHealingReader(consumer, settings.kafka_gap_retries)
+        reader = GapHealingReader(consumer, OffsetGaps(settings.kafka_gap_retries))
         reader.started(assigned)
         ends: dict[tuple[str, int], int] = {}
         if once:

